@@ -1,0 +1,33 @@
+"""vae_tutorial: the tested building blocks of the book *Variational Autoencoders, Correctly*.
+
+Notation: encoder ``q_φ(z|x)``, decoder ``p_θ(x|z)``, prior ``p(z) = N(0, I)``.
+"""
+from .device import get_device, seed_everything
+from .losses import (
+    ELBOTerms,
+    bernoulli_log_likelihood,
+    continuous_bernoulli_log_likelihood,
+    elbo,
+    estimate_log_likelihood,
+    gaussian_log_likelihood,
+    iwae_bound,
+    kl_normal,
+    kl_standard_normal,
+    reparameterize,
+)
+from .models import VAE, Autoencoder, ConditionalVAE, ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
+from .train import History, fit, linear_warmup
+from . import data, evaluate, plots, check  # noqa: E402  (submodules as attributes)
+from .data import load_dataset
+from .evaluate import evaluate_model
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Autoencoder", "ConditionalVAE", "ConvDecoder", "ConvEncoder", "ELBOTerms", "History",
+    "MLPDecoder", "MLPEncoder", "VAE", "bernoulli_log_likelihood", "check",
+    "continuous_bernoulli_log_likelihood", "data", "elbo", "estimate_log_likelihood",
+    "evaluate", "evaluate_model", "fit", "gaussian_log_likelihood", "get_device", "iwae_bound",
+    "kl_normal", "kl_standard_normal", "linear_warmup", "load_dataset", "plots",
+    "reparameterize", "seed_everything",
+]

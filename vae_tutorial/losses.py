@@ -1,0 +1,315 @@
+"""The maths of a VAE: KL terms, the reparameterisation trick, log-likelihoods and bounds.
+
+Notation (as in the book):
+
+* ``q_φ(z|x) = N(z; μ, diag σ²)`` is the encoder (approximate posterior), with
+  ``logvar = log σ²``;
+* ``p_θ(x|z)`` is the decoder (likelihood);
+* ``p(z) = N(0, I)`` is the prior.
+
+Shapes: ``B`` batch, ``D`` data dims, ``Z`` latent dims, ``K`` importance samples.
+Every per-example quantity has shape ``(B,)`` and is *summed* over data or latent
+dimensions, never averaged over pixels (averaging over pixels silently rescales the
+reconstruction term, the accidental β of errata E9).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+__all__ = [
+    "ELBOTerms",
+    "bernoulli_log_likelihood",
+    "continuous_bernoulli_log_likelihood",
+    "elbo",
+    "estimate_log_likelihood",
+    "gaussian_log_likelihood",
+    "iwae_bound",
+    "kl_normal",
+    "kl_standard_normal",
+    "reparameterize",
+]
+
+
+def _flat(t: Tensor) -> Tensor:
+    """``(B, ...) -> (B, D)``; works on non-contiguous inputs."""
+    return t.reshape(t.shape[0], -1)
+
+
+def kl_standard_normal_per_dim(mu: Tensor, logvar: Tensor) -> Tensor:
+    """KL( N(μ, σ²) ‖ N(0, 1) ) for each latent dimension, shape ``(B, Z)``.
+
+    ``½ (μ² + σ² − 1 − log σ²)``, written with ``expm1`` so that it stays accurate
+    (and exactly 0) when ``logvar`` is near 0.
+    """
+    return 0.5 * (mu.pow(2) + torch.expm1(logvar) - logvar)
+
+
+def kl_standard_normal(mu: Tensor, logvar: Tensor) -> Tensor:
+    """Closed-form ``KL(q_φ(z|x) ‖ p(z))`` for a diagonal Gaussian against ``N(0, I)``.
+
+    ``KL = −½ Σ_j (1 + log σ_j² − μ_j² − σ_j²)``, summed over the ``Z`` latent
+    dimensions. It is ≥ 0, and 0 only at ``μ = 0, σ = 1``.
+
+    Args:
+        mu: ``(B, Z)`` posterior means μ.
+        logvar: ``(B, Z)`` posterior log-variances log σ².
+
+    Returns:
+        ``(B,)`` KL per example, in nats.
+    """
+    return kl_standard_normal_per_dim(mu, logvar).sum(dim=-1)
+
+
+def kl_normal(mu_q: Tensor, logvar_q: Tensor, mu_p: Tensor, logvar_p: Tensor) -> Tensor:
+    """Closed-form KL between two diagonal Gaussians, ``KL(N(μ_q, σ_q²) ‖ N(μ_p, σ_p²))``.
+
+    ``KL = ½ Σ_j [ log σ_p² − log σ_q² + (σ_q² + (μ_q − μ_p)²) / σ_p² − 1 ]``.
+    With ``μ_p = 0, log σ_p² = 0`` it equals :func:`kl_standard_normal`.
+
+    Args:
+        mu_q, logvar_q: ``(B, Z)`` parameters of q.
+        mu_p, logvar_p: ``(B, Z)`` (or broadcastable) parameters of p.
+
+    Returns:
+        ``(B,)`` KL per example, in nats.
+    """
+    mu_q, logvar_q, mu_p, logvar_p = torch.broadcast_tensors(mu_q, logvar_q, mu_p, logvar_p)
+    diff = logvar_q - logvar_p
+    per_dim = 0.5 * (torch.expm1(diff) - diff + (mu_q - mu_p).pow(2) * torch.exp(-logvar_p))
+    return per_dim.sum(dim=-1)
+
+
+def reparameterize(mu: Tensor, logvar: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Draw ``z ~ q_φ(z|x)`` as a differentiable function of ``(μ, log σ²)``.
+
+    ``z = μ + σ ⊙ ε`` with ``σ = exp(½ log σ²)`` and ``ε ~ N(0, I)``: the randomness
+    sits in ε, so gradients flow to μ and log σ² (the pathwise estimator).
+
+    Args:
+        mu, logvar: ``(..., Z)`` tensors of the same shape.
+        generator: optional ``torch.Generator`` for reproducible noise; it may live on
+            a different device than ``mu`` (the noise is then moved).
+
+    Returns:
+        ``z`` with the shape, dtype and device of ``mu``.
+    """
+    if generator is not None and generator.device != mu.device:
+        eps = torch.randn(mu.shape, generator=generator, device=generator.device, dtype=mu.dtype)
+        eps = eps.to(mu.device)
+    else:
+        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+    return mu + torch.exp(0.5 * logvar) * eps
+
+
+def bernoulli_log_likelihood(logits: Tensor, x: Tensor) -> Tensor:
+    """``log p_θ(x|z)`` for a factorised Bernoulli decoder, from logits.
+
+    ``Σ_d [x_d ℓ_d − softplus(ℓ_d)]`` with ``ℓ = logits``: the same number as
+    ``Σ x log σ(ℓ) + (1 − x) log(1 − σ(ℓ))`` but never takes ``log`` of a
+    saturated sigmoid, so it is finite for any finite logits.
+
+    Args:
+        logits: ``(B, ...)`` decoder logits.
+        x: ``(B, ...)`` data in [0, 1], same number of elements per example.
+
+    Returns:
+        ``(B,)`` log-likelihood per example, summed over the ``D`` data dimensions.
+    """
+    logits, x = _flat(logits), _flat(x)
+    return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(dim=-1)
+
+
+def gaussian_log_likelihood(x: Tensor, mean: Tensor, logvar: Tensor | float) -> Tensor:
+    """Diagonal Gaussian log density ``log N(x; mean, diag exp(logvar))``.
+
+    ``−½ Σ_d [log 2π + log σ_d² + (x_d − m_d)² / σ_d²]``, including the ``log 2π``
+    constant so that values are real log densities (comparable in nats).
+
+    Args:
+        x: ``(B, ...)`` points.
+        mean: ``(B, ...)`` means (broadcastable to ``x``).
+        logvar: log-variances, a tensor broadcastable to ``x`` or a float.
+
+    Returns:
+        ``(B,)`` log density per example, summed over dimensions.
+    """
+    logvar = torch.as_tensor(logvar, dtype=x.dtype, device=x.device)
+    x, mean, logvar = torch.broadcast_tensors(x, mean, logvar)
+    per_dim = LOG_2PI + logvar + (x - mean).pow(2) * torch.exp(-logvar)
+    return -0.5 * _flat(per_dim).sum(dim=-1)
+
+
+def continuous_bernoulli_log_norm(logits: Tensor) -> Tensor:
+    """Elementwise ``log C(λ)``, the continuous Bernoulli normaliser (Loaiza-Ganem & Cunningham 2019).
+
+    With ``λ = σ(ℓ)``, ``C(λ) = 2 artanh(1 − 2λ) / (1 − 2λ) = ℓ / tanh(ℓ/2)``, so
+    ``log C = log|ℓ| + log1p(e^{−|ℓ|}) − log1p(−e^{−|ℓ|})``, stable for large ``|ℓ|``.
+    Near ``ℓ = 0`` that expression cancels, so a Taylor series
+    ``log 2 + ℓ²/12 − 7ℓ⁴/1440`` is used instead.
+    """
+    a = logits.abs()
+    small = a < 1e-2
+    safe = torch.where(small, torch.ones_like(a), a)  # keeps the unused branch finite for autograd
+    e = torch.exp(-safe)
+    exact = torch.log(safe) + torch.log1p(e) - torch.log1p(-e)
+    a2 = a * a
+    taylor = math.log(2.0) + a2 / 12.0 - 7.0 * a2 * a2 / 1440.0
+    return torch.where(small, taylor, exact)
+
+
+def continuous_bernoulli_log_likelihood(logits: Tensor, x: Tensor) -> Tensor:
+    """``log p_θ(x|z)`` for a factorised continuous Bernoulli decoder.
+
+    The Bernoulli term plus the log normaliser: ``Σ_d [x_d ℓ_d − softplus(ℓ_d) + log C(σ(ℓ_d))]``.
+    Unlike the Bernoulli "likelihood" on grey levels, this is a normalised density
+    on ``[0, 1]`` (errata E10), so it can be compared across models in nats.
+
+    Args:
+        logits: ``(B, ...)`` decoder logits.
+        x: ``(B, ...)`` data in [0, 1].
+
+    Returns:
+        ``(B,)`` log density per example.
+    """
+    return bernoulli_log_likelihood(logits, x) + _flat(continuous_bernoulli_log_norm(logits)).sum(dim=-1)
+
+
+@dataclass
+class ELBOTerms:
+    """Per-example terms of the (β-weighted) ELBO, each of shape ``(B,)``.
+
+    ``elbo = reconstruction − beta * kl``; ``reconstruction`` is the one-sample
+    estimate of ``E_q[log p_θ(x|z)]`` and ``kl`` is ``KL(q_φ(z|x) ‖ p(z))`` in closed
+    form. ``kl_per_dim`` ``(B, Z)`` keeps the KL of each latent dimension (free bits,
+    active units); it is ``None`` for a deterministic autoencoder.
+    """
+
+    elbo: Tensor
+    reconstruction: Tensor
+    kl: Tensor
+    kl_per_dim: Tensor | None = None
+
+
+def _cond(y: Tensor | None) -> tuple:
+    return () if y is None else (y,)
+
+
+def elbo(model, x: Tensor, beta: float = 1.0, *, y: Tensor | None = None,
+         generator: torch.Generator | None = None) -> ELBOTerms:
+    """One-sample estimate of ``ELBO(x) = E_q[log p_θ(x|z)] − β KL(q_φ(z|x) ‖ p(z))``.
+
+    With ``β = 1`` this is a lower bound on ``log p_θ(x)``; the gap is
+    ``KL(q_φ(z|x) ‖ p_θ(z|x))``. Training minimises ``−ELBO`` averaged over a batch.
+
+    Args:
+        model: a :class:`~vae_tutorial.models.VAE` (or anything with ``encode``,
+            ``decode`` and ``log_likelihood``). For an
+            :class:`~vae_tutorial.models.Autoencoder` the code is deterministic, the
+            KL is 0 and the "ELBO" is just the reconstruction log-likelihood.
+        x: ``(B, ...)`` data batch.
+        beta: weight of the KL term (β-VAE); ``1.0`` gives the ELBO.
+        y: ``(B,)`` labels, for a conditional model.
+        generator: optional generator for the reparameterisation noise.
+
+    Returns:
+        :class:`ELBOTerms` with per-example tensors of shape ``(B,)``.
+    """
+    mu, logvar = model.encode(x, *_cond(y))
+    if logvar is None:  # deterministic autoencoder: no posterior, no KL
+        rec = model.log_likelihood(x, model.decode(mu, *_cond(y)))
+        kl = torch.zeros_like(rec)
+        return ELBOTerms(elbo=rec, reconstruction=rec, kl=kl, kl_per_dim=None)
+    z = reparameterize(mu, logvar, generator)
+    rec = model.log_likelihood(x, model.decode(z, *_cond(y)))
+    kl_dims = kl_standard_normal_per_dim(mu, logvar)
+    kl = kl_dims.sum(dim=-1)
+    return ELBOTerms(elbo=rec - beta * kl, reconstruction=rec, kl=kl, kl_per_dim=kl_dims)
+
+
+def _chunk_size(batch: int, data_dims: int, k: int, max_elements: int) -> int:
+    return max(1, min(k, max_elements // max(1, batch * data_dims)))
+
+
+def iwae_log_weights(model, x: Tensor, k: int, *, y: Tensor | None = None,
+                     generator: torch.Generator | None = None,
+                     max_elements: int = 1 << 23):
+    """Yield log importance weights ``log w = log p_θ(x|z) + log p(z) − log q_φ(z|x)``.
+
+    Samples ``z_1..z_K ~ q_φ(z|x)`` in chunks of shape ``(c, B)`` so that at most
+    about ``max_elements`` decoder outputs exist at once.
+    """
+    mu, logvar = model.encode(x, *_cond(y))
+    if logvar is None:
+        raise TypeError("iwae_bound needs a VAE: the model's encoder returned no log-variance")
+    b = x.shape[0]
+    data_dims = x[0].numel()
+    step = _chunk_size(b, data_dims, k, max_elements)
+    for start in range(0, k, step):
+        c = min(step, k - start)
+        mu_c = mu.unsqueeze(0).expand(c, *mu.shape)
+        lv_c = logvar.unsqueeze(0).expand(c, *logvar.shape)
+        z = reparameterize(mu_c, lv_c, generator)  # (c, B, Z)
+        zf = z.reshape(c * b, -1)
+        xf = x.unsqueeze(0).expand(c, *x.shape).reshape(c * b, *x.shape[1:])
+        yf = () if y is None else (y.unsqueeze(0).expand(c, b).reshape(-1),)
+        log_px_z = model.log_likelihood(xf, model.decode(zf, *yf)).view(c, b)
+        log_pz = gaussian_log_likelihood(zf, torch.zeros_like(zf), 0.0).view(c, b)
+        log_qz = gaussian_log_likelihood(zf, mu_c.reshape(c * b, -1), lv_c.reshape(c * b, -1)).view(c, b)
+        yield log_px_z + log_pz - log_qz
+
+
+def iwae_bound(model, x: Tensor, k: int, *, y: Tensor | None = None,
+               generator: torch.Generator | None = None, max_elements: int = 1 << 23) -> Tensor:
+    """Importance-weighted bound (Burda et al. 2016) with ``k`` samples.
+
+    ``L_k(x) = log (1/K) Σ_k p_θ(x, z_k) / q_φ(z_k|x)``, ``z_k ~ q_φ(z|x)``, computed
+    with ``logsumexp``. ``L_1`` is the ELBO, ``E[L_k] ≤ E[L_{k+1}] ≤ log p_θ(x)``.
+    Samples are processed in chunks, with a running ``logsumexp``, so ``k = 5000``
+    fits in memory.
+
+    Args:
+        model: a VAE (``encode``, ``decode``, ``log_likelihood``).
+        x: ``(B, ...)`` data.
+        k: number of importance samples ``K ≥ 1``.
+        y: labels for a conditional model.
+        generator: optional generator for reproducible samples.
+        max_elements: rough cap on decoder outputs held at once.
+
+    Returns:
+        ``(B,)`` bound per example, in nats.
+    """
+    if int(k) != k or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    k = int(k)
+    total = None
+    for log_w in iwae_log_weights(model, x, k, y=y, generator=generator, max_elements=max_elements):
+        chunk = torch.logsumexp(log_w, dim=0)
+        total = chunk if total is None else torch.logaddexp(total, chunk)
+    return total - math.log(k)
+
+
+@torch.no_grad()
+def estimate_log_likelihood(model, x: Tensor, k: int = 1000, *, y: Tensor | None = None,
+                            generator: torch.Generator | None = None,
+                            max_elements: int = 1 << 23) -> Tensor:
+    """The book's test log-likelihood: ``log p_θ(x) ≈ L_k(x)`` with a large ``k``.
+
+    Runs :func:`iwae_bound` without gradients and with the model in eval mode
+    (restoring its previous mode afterwards).
+
+    Returns:
+        ``(B,)`` estimate of ``log p_θ(x)`` in nats (a lower bound in expectation).
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        return iwae_bound(model, x, k, y=y, generator=generator, max_elements=max_elements)
+    finally:
+        model.train(was_training)

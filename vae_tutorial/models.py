@@ -1,0 +1,318 @@
+"""Encoders, decoders and the models built from them.
+
+A :class:`VAE` pairs an encoder ``q_φ(z|x) = N(μ_φ(x), diag σ_φ²(x))`` with a decoder
+``p_θ(x|z)`` and the prior ``p(z) = N(0, I)``. Encoders return ``(mu, logvar)``, each
+``(B, Z)``; decoders return one tensor of parameters per pixel (logits, or the
+pre-sigmoid mean of a Gaussian), shaped like the data.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .losses import (
+    bernoulli_log_likelihood,
+    continuous_bernoulli_log_likelihood,
+    gaussian_log_likelihood,
+    reparameterize,
+)
+
+__all__ = [
+    "Autoencoder",
+    "ConditionalVAE",
+    "ConvDecoder",
+    "ConvEncoder",
+    "LIKELIHOODS",
+    "MLPDecoder",
+    "MLPEncoder",
+    "VAE",
+]
+
+LIKELIHOODS = ("bernoulli", "gaussian", "continuous_bernoulli")
+
+Shape = int | Sequence[int]
+
+
+def _as_shape(s: Shape) -> tuple[int, ...]:
+    return (int(s),) if isinstance(s, int) else tuple(int(v) for v in s)
+
+
+def _mlp(sizes: Sequence[int]) -> nn.Sequential:
+    """Linear layers with ReLU between them (none after the last)."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+class MLPEncoder(nn.Module):
+    """``x ↦ (μ, log σ²)``: a fully connected encoder for ``q_φ(z|x)``.
+
+    Args:
+        in_features: number of input features ``D`` (an int, or a shape such as
+            ``(1, 28, 28)``); inputs ``(B, ...)`` are flattened to ``(B, D)``.
+        hidden: widths of the hidden layers, e.g. ``[400]`` for pytorch/examples.
+        latent_dim: ``Z``.
+
+    Shapes: ``(B, ...) -> ((B, Z), (B, Z))``.
+    """
+
+    def __init__(self, in_features: Shape, hidden: Sequence[int], latent_dim: int):
+        super().__init__()
+        self.in_features = math.prod(_as_shape(in_features))
+        self.latent_dim = int(latent_dim)
+        self.net = _mlp([self.in_features, *hidden, 2 * self.latent_dim])
+        if hidden:  # ReLU after the last hidden layer, before the (μ, log σ²) head
+            self.net.insert(len(self.net) - 1, nn.ReLU())
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        h = self.net(x.reshape(x.shape[0], -1))
+        mu, logvar = h.chunk(2, dim=-1)
+        return mu, logvar
+
+
+class MLPDecoder(nn.Module):
+    """``z ↦`` parameters of ``p_θ(x|z)``: a fully connected decoder.
+
+    Args:
+        latent_dim: ``Z``.
+        hidden: widths of the hidden layers.
+        out_features: ``D`` as an int (output ``(B, D)``) or an output shape such as
+            ``(1, 28, 28)`` (output ``(B, 1, 28, 28)``).
+
+    Shapes: ``(B, Z) -> (B, *out_shape)``; the values are unconstrained (logits).
+    """
+
+    def __init__(self, latent_dim: int, hidden: Sequence[int], out_features: Shape):
+        super().__init__()
+        self.latent_dim = int(latent_dim)
+        self.out_shape = _as_shape(out_features)
+        self.net = _mlp([self.latent_dim, *hidden, math.prod(self.out_shape)])
+        if hidden:
+            self.net.insert(len(self.net) - 1, nn.ReLU())
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z).reshape(z.shape[0], *self.out_shape)
+
+
+class ConvEncoder(nn.Module):
+    """Convolutional encoder for ``1×28×28`` images: ``(B, 1, 28, 28) -> (μ, log σ²)``.
+
+    Two stride-2 4×4 convolutions (28 → 14 → 7), a hidden linear layer, then the
+    ``(μ, log σ²)`` head of width ``2Z``.
+    """
+
+    def __init__(self, latent_dim: int, channels: Sequence[int] = (32, 64), hidden: int = 256,
+                 in_channels: int = 1):
+        super().__init__()
+        c1, c2 = channels
+        self.latent_dim = int(latent_dim)
+        self.net = nn.Sequential(
+            nn.Conv2d(in_channels, c1, 4, stride=2, padding=1), nn.ReLU(),  # 28 -> 14
+            nn.Conv2d(c1, c2, 4, stride=2, padding=1), nn.ReLU(),  # 14 -> 7
+            nn.Flatten(),
+            nn.Linear(c2 * 7 * 7, hidden), nn.ReLU(),
+            nn.Linear(hidden, 2 * self.latent_dim),
+        )
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        if x.dim() == 2:  # accept flattened images too
+            x = x.reshape(x.shape[0], 1, 28, 28)
+        mu, logvar = self.net(x).chunk(2, dim=-1)
+        return mu, logvar
+
+
+class ConvDecoder(nn.Module):
+    """Transposed-convolution decoder: ``(B, Z) -> (B, 1, 28, 28)`` logits."""
+
+    def __init__(self, latent_dim: int, channels: Sequence[int] = (64, 32), hidden: int = 256,
+                 out_channels: int = 1):
+        super().__init__()
+        c1, c2 = channels
+        self.latent_dim = int(latent_dim)
+        self.net = nn.Sequential(
+            nn.Linear(self.latent_dim, hidden), nn.ReLU(),
+            nn.Linear(hidden, c1 * 7 * 7), nn.ReLU(),
+            nn.Unflatten(1, (c1, 7, 7)),
+            nn.ConvTranspose2d(c1, c2, 4, stride=2, padding=1), nn.ReLU(),  # 7 -> 14
+            nn.ConvTranspose2d(c2, out_channels, 4, stride=2, padding=1),  # 14 -> 28
+        )
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z)
+
+
+class VAE(nn.Module):
+    """Variational autoencoder: ``q_φ(z|x)``, ``p_θ(x|z)`` and ``p(z) = N(0, I)``.
+
+    Args:
+        encoder: module ``x -> (mu, logvar)``, each ``(B, Z)``.
+        decoder: module ``z -> out`` with ``out`` shaped like the data.
+        likelihood: ``"bernoulli"`` (out are logits), ``"continuous_bernoulli"``
+            (out are logits of a normalised density on [0, 1]) or ``"gaussian"``
+            (mean ``σ(out)``, variance below).
+        gaussian_logvar: for ``"gaussian"`` only: ``"learned"`` (one learned
+            log-variance shared by all pixels) or a float (a fixed log σ²).
+
+    :meth:`decode` returns the decoder parameters: a logits tensor, or for the
+    Gaussian a ``(mean, logvar)`` pair.
+    """
+
+    def __init__(self, encoder: nn.Module, decoder: nn.Module, likelihood: str = "bernoulli",
+                 gaussian_logvar: float | str = "learned"):
+        super().__init__()
+        if likelihood not in LIKELIHOODS:
+            raise ValueError(f"unknown likelihood {likelihood!r}; choose one of {', '.join(LIKELIHOODS)}")
+        self.encoder = encoder
+        self.decoder = decoder
+        self.likelihood = likelihood
+        if likelihood == "gaussian":
+            if gaussian_logvar == "learned":
+                self.obs_logvar = nn.Parameter(torch.zeros(()))
+            elif isinstance(gaussian_logvar, (int, float)):
+                self.register_buffer("obs_logvar", torch.tensor(float(gaussian_logvar)))
+            else:
+                raise ValueError(f"gaussian_logvar must be 'learned' or a float, got {gaussian_logvar!r}")
+
+    @property
+    def latent_dim(self) -> int:
+        return int(self.decoder.latent_dim)
+
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``x (B, ...) -> (μ, log σ²)``, the parameters of ``q_φ(z|x)``, each ``(B, Z)``."""
+        return self.encoder(x)
+
+    def _params(self, out: Tensor):
+        if self.likelihood == "gaussian":
+            return torch.sigmoid(out), self.obs_logvar.expand_as(out)
+        return out
+
+    def decode(self, z: Tensor):
+        """``z (B, Z) ->`` parameters of ``p_θ(x|z)``: logits, or ``(mean, logvar)``."""
+        return self._params(self.decoder(z))
+
+    def log_likelihood(self, x: Tensor, params) -> Tensor:
+        """``log p_θ(x|z)`` per example ``(B,)`` for decoder parameters ``params``."""
+        if self.likelihood == "bernoulli":
+            return bernoulli_log_likelihood(params, x)
+        if self.likelihood == "continuous_bernoulli":
+            return continuous_bernoulli_log_likelihood(params, x)
+        mean, logvar = params
+        return gaussian_log_likelihood(x, mean, logvar)
+
+    def mean(self, params) -> Tensor:
+        """The mean of ``p_θ(x|z)`` (an image in [0, 1]) for decoder parameters ``params``."""
+        if self.likelihood == "bernoulli":
+            return torch.sigmoid(params)
+        if self.likelihood == "continuous_bernoulli":
+            lam = torch.sigmoid(params).clamp(1e-6, 1 - 1e-6)
+            mid = (lam - 0.5).abs() < 1e-3
+            safe = torch.where(mid, torch.full_like(lam, 0.25), lam)
+            m = safe / (2 * safe - 1) + 1 / (2 * torch.atanh(1 - 2 * safe))
+            return torch.where(mid, 0.5 + (lam - 0.5) / 3, m)  # Taylor expansion at λ = ½
+        return params[0]
+
+    def forward(self, x: Tensor) -> tuple:
+        """``x -> (params, mu, logvar)`` with ``z ~ q_φ(z|x)`` sampled by reparameterisation."""
+        mu, logvar = self.encode(x)
+        return self.decode(reparameterize(mu, logvar)), mu, logvar
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """Generate: ``z ~ p(z) = N(0, I)``, then the mean of ``p_θ(x|z)``; ``(n, ...)``."""
+        return self.mean(self.decode(self.prior_sample(n, generator)))
+
+    def prior_sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """``z ~ p(z) = N(0, I)``, shape ``(n, Z)``, on the model's device and dtype."""
+        p = next(self.parameters())
+        zeros = torch.zeros(n, self.latent_dim, device=p.device, dtype=p.dtype)
+        return reparameterize(zeros, zeros, generator)
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """Reconstruct through the posterior mean: the mean of ``p_θ(x|z=μ_φ(x))``, shaped like ``x``."""
+        mu, _ = self.encode(x)
+        return self.mean(self.decode(mu)).reshape(x.shape)
+
+
+class Autoencoder(VAE):
+    """The deterministic baseline: ``z = f(x)``, no posterior, no KL.
+
+    The encoder may return a tensor ``(B, Z)`` or a ``(code, anything)`` pair (so an
+    :class:`MLPEncoder` can be reused; its second head is ignored). :func:`~vae_tutorial.losses.elbo`
+    on an autoencoder gives the reconstruction log-likelihood with ``kl = 0``.
+    Decoding random codes is possible (:meth:`sample`) but not a generative model:
+    nothing makes codes from ``N(0, I)`` look like training codes.
+    """
+
+    def __init__(self, encoder: nn.Module, decoder: nn.Module, likelihood: str = "bernoulli",
+                 gaussian_logvar: float | str = 0.0):
+        super().__init__(encoder, decoder, likelihood, gaussian_logvar)
+
+    def encode(self, x: Tensor) -> tuple[Tensor, None]:
+        out = self.encoder(x)
+        code = out[0] if isinstance(out, tuple) else out
+        return code, None
+
+    def forward(self, x: Tensor) -> tuple:
+        code, _ = self.encode(x)
+        return self.decode(code), code, None
+
+
+class ConditionalVAE(VAE):
+    """Label-conditioned VAE (Sohn et al. 2015): ``q_φ(z|x, y)``, ``p_θ(x|z, y)``, ``p(z)``.
+
+    The one-hot label is concatenated to the flattened input of the encoder and to
+    the latent code given to the decoder, so the encoder must accept ``D + C``
+    features and the decoder ``Z + C``.
+
+    Args:
+        encoder, decoder, likelihood, gaussian_logvar: as for :class:`VAE`.
+        num_classes: ``C``.
+    """
+
+    def __init__(self, encoder: nn.Module, decoder: nn.Module, num_classes: int,
+                 likelihood: str = "bernoulli", gaussian_logvar: float | str = "learned"):
+        super().__init__(encoder, decoder, likelihood, gaussian_logvar)
+        self.num_classes = int(num_classes)
+
+    @property
+    def latent_dim(self) -> int:
+        return int(self.decoder.latent_dim) - self.num_classes
+
+    def _onehot(self, y: Tensor, like: Tensor) -> Tensor:
+        if y is None:
+            raise TypeError("ConditionalVAE needs labels y, shape (B,)")
+        return F.one_hot(y.long(), self.num_classes).to(dtype=like.dtype, device=like.device)
+
+    def encode(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        xf = x.reshape(x.shape[0], -1)
+        return self.encoder(torch.cat([xf, self._onehot(y, xf)], dim=-1))
+
+    def decode(self, z: Tensor, y: Tensor):
+        return self._params(self.decoder(torch.cat([z, self._onehot(y, z)], dim=-1)))
+
+    def forward(self, x: Tensor, y: Tensor) -> tuple:
+        mu, logvar = self.encode(x, y)
+        return self.decode(reparameterize(mu, logvar), y), mu, logvar
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None, y: Tensor | int | None = None) -> Tensor:
+        """Generate ``n`` images of class ``y`` (an int, a ``(n,)`` tensor, or ``None`` for 0, 1, 2, … cycling)."""
+        p = next(self.parameters())
+        if y is None:
+            y = torch.arange(n, device=p.device) % self.num_classes
+        elif isinstance(y, int):
+            y = torch.full((n,), y, device=p.device, dtype=torch.long)
+        return self.mean(self.decode(self.prior_sample(n, generator), y.to(p.device)))
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor, y: Tensor) -> Tensor:
+        mu, _ = self.encode(x, y)
+        return self.mean(self.decode(mu, y)).reshape(x.shape)
