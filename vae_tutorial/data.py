@@ -1,28 +1,531 @@
-"""PLACEHOLDER being replaced by the data helper: digits only."""
-from __future__ import annotations
-import torch
-from torch.utils.data import Dataset
+"""Image data sets for the book: MNIST, Fashion-MNIST, KMNIST (28×28) and scikit-learn's 8×8 digits.
 
+:func:`load_dataset` returns an :class:`ImageDataset` whose ``.images`` tensor holds the whole
+split, shape ``(N, 1, 28, 28)`` (``(N, 1, 8, 8)`` for ``"digits"``), float32 in ``[0, 1]``,
+so training moves it to the device once and never touches Python per example.
+
+Where the 28×28 files come from, in order (first hit wins, file by file):
+
+1. ``root`` if given, else ``$VAE_TUTORIAL_DATA``: the folder itself, ``<folder>/<name>``,
+   or torchvision's layout ``<folder>/<TorchvisionName>/raw``;
+2. the user cache, ``$XDG_CACHE_HOME/vae_tutorial/<name>`` (default ``~/.cache/vae_tutorial/<name>``);
+3. folders that distributions install, ``/usr/share/datasets/<name>`` (Debian's
+   ``dataset-fashion-mnist`` puts Fashion-MNIST there) and ``/usr/local/share/datasets/<name>``;
+4. a download from the data set's mirrors, verified against its SHA-256 before it is kept.
+
+Files are the original gzip-compressed IDX files (``train-images-idx3-ubyte.gz`` ...), or the
+same files uncompressed. :data:`DATASETS` is the one source of truth for names, files, hashes,
+mirrors and class names.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import http.client
+import math
+import os
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset, TensorDataset
+
+__all__ = [
+    "DATASETS", "DATA_ENV", "MIRRORS_ENV", "BINARIZE_OPTIONS", "SPLITS", "DatasetError",
+    "DatasetNotFoundError", "DatasetInfo", "ImageDataset", "load_dataset", "read_idx", "cache_dir",
+    "sine_waves",
+]
+
+DATA_ENV = "VAE_TUTORIAL_DATA"
+"""Environment variable naming a folder that holds the data files (checked first, after ``root``)."""
+
+MIRRORS_ENV = "VAE_TUTORIAL_MIRRORS"
+"""Environment variable with base URLs (separated by spaces or commas) tried instead of a data set's mirrors."""
+
+DEBIAN_DATASETS_DIR = Path("/usr/share/datasets")
+"""Where Debian's ``dataset-*`` packages install, one subfolder per data set."""
+SYSTEM_DATA_DIRS: tuple[Path, ...] = (DEBIAN_DATASETS_DIR, Path("/usr/local/share/datasets"))
+"""Folders where distribution packages install data sets, one subfolder per data set."""
+
+SPLITS = ("train", "test")
+BINARIZE_OPTIONS = (None, "static", "dynamic")
+STATIC_BINARIZATION_SEED = 0
+"""Seed of the one fixed Bernoulli sample behind ``binarize="static"``."""
+DOWNLOAD_TIMEOUT = 30.0
+"""Seconds without data after which a mirror counts as unreachable."""
+DIGITS_TRAIN_SIZE = 1500
+"""``"digits"``: the first 1500 of scikit-learn's 1797 images are the training split, the rest the test split."""
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """Everything the loader knows about one data set.
+
+    ``files`` maps a split to its ``(images file, labels file)``; ``sha256`` maps each file to
+    the SHA-256 of the canonical download; ``mirrors`` are base URLs tried in order.
+    ``source="sklearn"`` marks a data set that ships with scikit-learn (no files at all).
+    """
+
+    name: str
+    title: str
+    classes: tuple[str, ...]
+    image_shape: tuple[int, int, int]
+    files: dict[str, tuple[str, str]]
+    sha256: dict[str, str]
+    mirrors: tuple[str, ...] = ()
+    debian_package: str | None = None
+    torchvision_dir: str | None = None
+    source: str = "idx"
+
+
+_MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+
+DATASETS: dict[str, DatasetInfo] = {
+    "fashion-mnist": DatasetInfo(
+        name="fashion-mnist",
+        title="Fashion-MNIST",
+        classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                 "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+        image_shape=(1, 28, 28),
+        files=_MNIST_FILES,
+        # Hashes of the files as Zalando publishes them. Debian's copies differ (their gzip header
+        # lost the file name) and are not checked against these: only downloads are.
+        sha256={
+            "train-images-idx3-ubyte.gz": "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+            "train-labels-idx1-ubyte.gz": "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+            "t10k-images-idx3-ubyte.gz": "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+            "t10k-labels-idx1-ubyte.gz": "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+        },
+        mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+                 "https://github.com/zalandoresearch/fashion-mnist/raw/master/data/fashion/"),
+        debian_package="dataset-fashion-mnist",
+        torchvision_dir="FashionMNIST",
+    ),
+    "mnist": DatasetInfo(
+        name="mnist",
+        title="MNIST",
+        classes=tuple(str(d) for d in range(10)),
+        image_shape=(1, 28, 28),
+        files=_MNIST_FILES,
+        sha256={
+            "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+            "train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+            "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+            "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+        },
+        mirrors=("https://ossci-datasets.s3.amazonaws.com/mnist/",
+                 "https://storage.googleapis.com/cvdf-datasets/mnist/"),
+        torchvision_dir="MNIST",
+    ),
+    "kmnist": DatasetInfo(
+        name="kmnist",
+        title="Kuzushiji-MNIST",
+        # Romanised readings of the ten hiragana (Clanuwat et al. 2018).
+        classes=("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
+        image_shape=(1, 28, 28),
+        files=_MNIST_FILES,
+        sha256={
+            "train-images-idx3-ubyte.gz": "51467d22d8cc72929e2a028a0428f2086b092bb31cfb79c69cc0a90ce135fde4",
+            "train-labels-idx1-ubyte.gz": "e38f9ebcd0f3ebcdec7fc8eabdcdaef93bb0df8ea12bee65224341c8183d8e17",
+            "t10k-images-idx3-ubyte.gz": "edd7a857845ad6bb1d0ba43fe7e794d164fe2dce499a1694695a792adfac43c5",
+            "t10k-labels-idx1-ubyte.gz": "20bb9a0ef54c7db3efc55a92eef5582c109615df22683c380526788f98e42a1c",
+        },
+        mirrors=("http://codh.rois.ac.jp/kmnist/dataset/kmnist/",),
+        torchvision_dir="KMNIST",
+    ),
+    "digits": DatasetInfo(
+        name="digits",
+        title="scikit-learn digits (8×8)",
+        classes=tuple(str(d) for d in range(10)),
+        image_shape=(1, 8, 8),
+        files={},
+        sha256={},
+        source="sklearn",
+    ),
+}
+"""Name → :class:`DatasetInfo`: the data sets :func:`load_dataset` knows."""
+
+
+class DatasetError(ValueError):
+    """A data file is missing, corrupt, or failed its checksum; the message says how to fix it."""
+
+
+class DatasetNotFoundError(DatasetError):
+    """No local copy of a data file, and none could be (or was allowed to be) downloaded."""
+
+
+# ----------------------------------------------------------------------------- the data set
 
 class ImageDataset(Dataset):
-    def __init__(self, images, labels, name, split, binarize=None):
-        self.images, self.labels, self.name, self.split, self.binarize = images, labels, name, split, binarize
+    """A labelled image data set held as two tensors.
 
-    def __len__(self):
+    Attributes:
+        images: ``(N, C, H, W)`` float32 in ``[0, 1]`` (``(N, 1, 28, 28)`` or ``(N, 1, 8, 8)``);
+            0/1 after static binarisation, grey levels for ``binarize="dynamic"``.
+        labels: ``(N,)`` int64 class indices into ``classes``.
+        classes: class names, ``classes[labels[i]]`` names image ``i``.
+        name, split: e.g. ``"fashion-mnist"``, ``"train"``.
+        binarize: ``None``, ``"static"`` or ``"dynamic"``. With ``"dynamic"`` every access
+            ``ds[i]`` draws a fresh ``x ~ Bernoulli(images[i])``; :func:`vae_tutorial.fit`
+            resamples the whole tensor once per epoch instead.
+
+    ``ds[i]`` is ``(image (C, H, W), label int)``.
+    """
+
+    def __init__(self, images: Tensor, labels: Tensor, *, classes: Sequence[str], name: str,
+                 split: str, binarize: str | None = None):
+        if images.dim() != 4:
+            raise ValueError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}")
+        if labels.shape != (images.shape[0],):
+            raise ValueError(f"labels must have shape ({images.shape[0]},) to match the images, "
+                             f"got {tuple(labels.shape)}")
+        _check_binarize(binarize)
+        self.images = images
+        self.labels = labels
+        self.classes = list(classes)
+        self.name = name
+        self.split = split
+        self.binarize = binarize
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of one image."""
+        return tuple(self.images.shape[1:])
+
+    def __len__(self) -> int:
         return self.images.shape[0]
 
-    def __getitem__(self, i):
-        x = self.images[i]
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        x = self.images[index]
         if self.binarize == "dynamic":
             x = torch.bernoulli(x)
-        return x, int(self.labels[i])
+        return x, int(self.labels[index])
+
+    def subset(self, n_or_indices: int | Sequence[int] | Tensor) -> "ImageDataset":
+        """The first ``n`` examples (an int), or those at the given indices (list, range, tensor).
+
+        Keeps ``classes``, ``name``, ``split`` and ``binarize``; the first-``n`` form is a view (no copy).
+        """
+        if isinstance(n_or_indices, (int, np.integer)) and not isinstance(n_or_indices, bool):
+            n = int(n_or_indices)
+            if not 0 < n <= len(self):
+                raise ValueError(f"subset size must be between 1 and {len(self)} (the size of this "
+                                 f"{self.split} split), got {n}")
+            images, labels = self.images[:n], self.labels[:n]
+        else:
+            index = torch.as_tensor(n_or_indices)
+            if index.dim() != 1 or index.numel() == 0 or index.is_floating_point() or index.is_complex():
+                raise ValueError("subset takes an int n (the first n examples) or a non-empty 1-D "
+                                 f"list/tensor of integer indices, got {str(n_or_indices)[:80]}")
+            if index.dtype != torch.bool:
+                index = index.long()
+                if int(index.min()) < 0 or int(index.max()) >= len(self):
+                    raise IndexError(f"subset indices must lie in [0, {len(self)}), got "
+                                     f"min {int(index.min())}, max {int(index.max())}")
+            images, labels = self.images[index], self.labels[index]
+        return ImageDataset(images, labels, classes=self.classes, name=self.name, split=self.split,
+                            binarize=self.binarize)
+
+    def __repr__(self) -> str:
+        shape = "×".join(str(s) for s in self.image_shape)
+        return (f"ImageDataset({self.name!r}, split={self.split!r}, n={len(self)}, image_shape={shape}, "
+                f"classes={len(self.classes)}, binarize={self.binarize!r})")
 
 
-def load_dataset(name, split="train", root=None, download=True, binarize=None):
+# ----------------------------------------------------------------------------- loading
+
+def load_dataset(name: str, split: str = "train", root: str | os.PathLike | None = None,
+                 download: bool = True, binarize: str | None = None, *,
+                 mirrors: Sequence[str] | None = None) -> ImageDataset:
+    """Load one split of a data set as an :class:`ImageDataset`.
+
+    Args:
+        name: ``"fashion-mnist"``, ``"mnist"``, ``"kmnist"`` (60 000 train / 10 000 test images,
+            ``(1, 28, 28)``) or ``"digits"`` (scikit-learn's 8×8 digits, ``(1, 8, 8)``, always
+            offline: the first 1500 images are ``"train"``, the other 297 ``"test"``).
+        split: ``"train"`` or ``"test"``.
+        root: a folder to look in first (the folder itself, ``root/<name>`` or torchvision's
+            ``root/<TorchvisionName>/raw``); default ``$VAE_TUTORIAL_DATA``. Downloads go to
+            ``root/<name>`` when a root is given, else to :func:`cache_dir`.
+        download: fetch missing files from the mirrors (SHA-256 checked). ``False`` raises
+            :class:`DatasetNotFoundError` instead.
+        binarize: ``None`` (grey levels), ``"static"`` (one fixed Bernoulli sample per pixel,
+            seed :data:`STATIC_BINARIZATION_SEED`, in the spirit of Larochelle & Murray 2011's
+            binarised MNIST: ``.images`` become 0/1) or ``"dynamic"`` (grey levels kept,
+            a fresh sample ``x ~ Bernoulli(images)`` per access / per epoch of ``fit``).
+        mirrors: base URLs tried instead of the data set's own (default ``$VAE_TUTORIAL_MIRRORS``,
+            else ``DATASETS[name].mirrors``).
+
+    Returns:
+        An :class:`ImageDataset` with ``.images`` ``(N, 1, H, W)`` float32 in ``[0, 1]`` and
+        ``.labels`` ``(N,)`` int64.
+    """
+    info = _info(name)
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(map(repr, SPLITS))}, got {split!r}")
+    _check_binarize(binarize)
+
+    if info.source == "sklearn":
+        images, labels = _load_digits(split)
+    else:
+        image_file, label_file = info.files[split]
+        images_u8 = read_idx(_locate(info, image_file, root, download, mirrors), ndim=3)
+        labels_u8 = read_idx(_locate(info, label_file, root, download, mirrors), ndim=1)
+        if images_u8.shape[0] != labels_u8.shape[0]:
+            raise DatasetError(f"{info.title} {split}: {image_file} holds {images_u8.shape[0]} images but "
+                               f"{label_file} holds {labels_u8.shape[0]} labels; the two files come from "
+                               "different releases. Delete both and load again to re-download them.")
+        # astype makes the one (writable) copy; the division then runs in place.
+        images = torch.from_numpy(images_u8.astype(np.float32)).unsqueeze(1).div_(255.0)
+        labels = torch.from_numpy(labels_u8.astype(np.int64))
+
+    if binarize == "static":
+        images = _static_binarization(images)
+    return ImageDataset(images, labels, classes=info.classes, name=info.name, split=split, binarize=binarize)
+
+
+def _info(name: str) -> DatasetInfo:
+    key = str(name).strip().lower().replace("_", "-")
+    if key not in DATASETS:
+        raise ValueError(f"unknown data set {name!r}; available: {', '.join(map(repr, DATASETS))}")
+    return DATASETS[key]
+
+
+def _check_binarize(binarize) -> None:
+    if binarize not in BINARIZE_OPTIONS:
+        raise ValueError(f"binarize must be one of {', '.join(map(repr, BINARIZE_OPTIONS))}, got {binarize!r}")
+
+
+def _static_binarization(images: Tensor) -> Tensor:
+    """One fixed sample ``x = 1[u < p]``, ``u ~ U(0, 1)``, i.e. ``x ~ Bernoulli(p)`` per pixel (same shape, 0/1)."""
+    # A seeded PCG64 stream does not depend on platform or thread count, so every reader (with the
+    # pinned NumPy) gets the same binarised set; it is also about twice as fast as torch.bernoulli here.
+    u = np.random.default_rng(STATIC_BINARIZATION_SEED).random(tuple(images.shape), dtype=np.float32)
+    return torch.from_numpy(u < images.numpy()).to(images.dtype)
+
+
+def _load_digits(split: str) -> tuple[Tensor, Tensor]:
     from sklearn.datasets import load_digits
-    d = load_digits()
-    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    y = torch.tensor(d.target)
-    n = 1500
-    sl = slice(0, n) if split == "train" else slice(n, None)
-    return ImageDataset(x[sl], y[sl], name, split, binarize)
+
+    digits = load_digits()
+    images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0  # pixels are 0..16
+    labels = torch.tensor(digits.target, dtype=torch.int64)
+    part = slice(0, DIGITS_TRAIN_SIZE) if split == "train" else slice(DIGITS_TRAIN_SIZE, None)
+    return images[part].contiguous(), labels[part].contiguous()
+
+
+# ----------------------------------------------------------------------------- IDX files
+
+_IDX_DTYPE_UBYTE = 0x08
+
+
+def read_idx(path: str | os.PathLike, ndim: int | None = None) -> np.ndarray:
+    """Read an unsigned-byte IDX file (gzip-compressed if its name ends in ``.gz``).
+
+    The format (LeCun et al.): magic ``00 00 08 <ndim>``, then ``ndim`` big-endian uint32 sizes,
+    then the bytes. Returns a uint8 array of those sizes, e.g. ``(60000, 28, 28)`` or ``(60000,)``.
+    Raises :class:`DatasetError` naming the file if it is not a complete IDX file.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+        data = gzip.decompress(raw) if path.suffix == ".gz" else raw
+    except (OSError, EOFError, zlib.error) as e:
+        raise _corrupt(path, f"it cannot be decompressed ({e})") from None
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != _IDX_DTYPE_UBYTE:
+        raise _corrupt(path, f"it does not start with an unsigned-byte IDX magic number "
+                             f"(got {data[:4].hex() or 'an empty file'})")
+    dims = data[3]
+    if ndim is not None and dims != ndim:
+        raise _corrupt(path, f"it holds a {dims}-D array where {ndim}-D was expected")
+    header = 4 + 4 * dims
+    if len(data) < header:
+        raise _corrupt(path, "its header is truncated")
+    shape = tuple(int(s) for s in np.frombuffer(data, dtype=">u4", count=dims, offset=4))
+    expected = header + int(np.prod(shape, dtype=np.int64))
+    if len(data) != expected:
+        raise _corrupt(path, f"its header promises {expected} bytes for shape {shape}, "
+                             f"but it holds {len(data)}")
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def _corrupt(path: Path, why: str) -> DatasetError:
+    if any(_is_within(path, d) for d in SYSTEM_DATA_DIRS):
+        info = DATASETS.get(path.parent.name)
+        if info is not None and info.debian_package:
+            fix = f"Reinstall the package that provides it: sudo apt install --reinstall {info.debian_package}."
+        else:
+            fix = "Replace it with a good copy (it is in a system folder: you may need sudo), or delete it."
+    else:
+        fix = "Delete it and load the data set again to re-download it (or copy a good file there)."
+    return DatasetError(f"The data file {path} is corrupt or truncated: {why}. {fix}")
+
+
+def _is_within(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+# ----------------------------------------------------------------------------- finding files
+
+def cache_dir(name: str | None = None) -> Path:
+    """The user cache, ``$XDG_CACHE_HOME/vae_tutorial`` (default ``~/.cache/vae_tutorial``), or its ``<name>`` subfolder."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    path = Path(base) / "vae_tutorial"
+    return path / name if name else path
+
+
+def _user_root(root) -> Path | None:
+    if root is not None:
+        return Path(root).expanduser()
+    env = os.environ.get(DATA_ENV, "").strip()
+    return Path(env).expanduser() if env else None
+
+
+def _search_dirs(info: DatasetInfo, root) -> list[Path]:
+    dirs = []
+    user = _user_root(root)
+    if user is not None:
+        dirs += [user, user / info.name]
+        if info.torchvision_dir:
+            dirs.append(user / info.torchvision_dir / "raw")
+    dirs.append(cache_dir(info.name))
+    dirs += [d / info.name for d in SYSTEM_DATA_DIRS]
+    return dirs
+
+
+def _locate(info: DatasetInfo, filename: str, root, download: bool, mirrors) -> Path:
+    """Path of ``filename`` (gzipped, or the same file uncompressed), downloading it if need be."""
+    searched = _search_dirs(info, root)
+    for folder in searched:
+        for candidate in (folder / filename, folder / filename.removesuffix(".gz")):
+            if candidate.is_file():
+                return candidate
+    if not download:
+        raise DatasetNotFoundError(_not_found_message(info, filename, searched, "download=False was given"))
+
+    user = _user_root(root)
+    target_dir = user / info.name if user is not None else cache_dir(info.name)
+    if mirrors is None:
+        env = os.environ.get(MIRRORS_ENV, "").replace(",", " ").split()
+        mirrors = env or info.mirrors
+    failures = []
+    for base in mirrors:
+        url = base.rstrip("/") + "/" + filename
+        try:
+            return _download(url, target_dir / filename, info.sha256[filename])
+        except _MirrorFailure as e:
+            failures.append(f"{url}: {e}")
+    raise DatasetNotFoundError(_not_found_message(
+        info, filename, searched,
+        "every mirror failed:\n    " + "\n    ".join(failures or ["(no mirrors configured)"])))
+
+
+def _not_found_message(info: DatasetInfo, filename: str, searched: Sequence[Path], why: str) -> str:
+    needed = ", ".join(f for pair in info.files.values() for f in pair)
+    lines = [
+        f"No local copy of the {info.title} file {filename!r}, and it could not be downloaded: {why}.",
+        "Looked in:", *(f"    {d}" for d in searched),
+        "To fix it, either:",
+        f"  * put the files ({needed}) in a folder and point ${DATA_ENV} at it "
+        f"(export {DATA_ENV}=/path/to/folder), or pass root=... to load_dataset;",
+        f"  * or copy them to {cache_dir(info.name)};",
+    ]
+    if info.debian_package:
+        lines.append(f"  * or install the Debian/Ubuntu package: sudo apt install {info.debian_package} "
+                     f"(it puts them in {DEBIAN_DATASETS_DIR / info.name});")
+    if info.mirrors:
+        lines.append(f"  * or connect to the internet and load again (mirrors: {', '.join(info.mirrors)}).")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- downloading
+
+class _MirrorFailure(Exception):
+    """One mirror could not deliver a verified file; the next one is tried."""
+
+
+def _download(url: str, dest: Path, sha256: str) -> Path:
+    """Fetch ``url`` into ``dest``, keeping it only if its SHA-256 is ``sha256``.
+
+    Bytes go to a temporary file next to ``dest`` that is renamed only after the hash matches,
+    so an interrupted or wrong download never leaves a file behind.
+    """
+    print(f"Downloading {url} to {dest.parent}", file=sys.stderr)
+    created = not dest.parent.exists()
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    except OSError as e:
+        raise DatasetError(f"cannot write the download to {dest.parent} ({e}); point ${DATA_ENV} or "
+                           "root=... at a writable folder, or place the files there by hand") from None
+    tmp = Path(tmp_name)
+    try:
+        digest = hashlib.sha256()
+        received = 0
+        try:
+            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as response:
+                announced = response.headers.get("Content-Length")
+                while chunk := response.read(1 << 20):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    received += len(chunk)
+        except urllib.error.HTTPError as e:
+            raise _MirrorFailure(f"HTTP {e.code} {e.reason}") from None
+        except urllib.error.URLError as e:
+            raise _MirrorFailure(f"unreachable ({e.reason})") from None
+        except ValueError as e:  # a malformed mirror URL
+            raise _MirrorFailure(str(e)) from None
+        except (OSError, http.client.HTTPException) as e:  # reset, timeout, truncated chunked body
+            raise _MirrorFailure(f"download interrupted after {received} bytes ({e or type(e).__name__})") from None
+        # http.client returns a short body without complaint when the server closes early.
+        if announced is not None and received != int(announced):
+            raise _MirrorFailure(f"download interrupted: got {received} of {announced} bytes")
+        if digest.hexdigest() != sha256:
+            raise _MirrorFailure(f"SHA-256 mismatch (expected {sha256}, got {digest.hexdigest()}); "
+                                 "the file was discarded")
+        os.replace(tmp, dest)
+        return dest
+    finally:
+        tmp.unlink(missing_ok=True)
+        if created and not dest.exists():
+            try:
+                dest.parent.rmdir()  # a failed first download leaves no empty folder either
+            except OSError:
+                pass
+
+
+def sine_waves(n: int, length: int = 64, noise: float = 0.1, seed: int = 0) -> TensorDataset:
+    """A toy sequence data set (a stand-in for audio): noisy sine waves.
+
+    ``x_t = A sin(2π f t / T + φ) + ε_t`` for ``t = 0..T−1`` with, per sequence,
+    ``A ~ U(0.5, 1.5)``, ``f ~ U(1, 3)`` cycles per window, ``φ ~ U(0, 2π)`` and
+    ``ε_t ~ N(0, noise²)``.
+
+    Returns:
+        ``TensorDataset(x, factors)`` with ``x`` of shape ``(n, length)`` and ``factors``
+        ``(n, 3)`` holding ``(A, f, φ)``; float32; the same for the same ``seed``.
+    """
+    if n < 1 or length < 2 or noise < 0:
+        raise ValueError(f"need n ≥ 1, length ≥ 2 and noise ≥ 0 (got {n}, {length}, {noise})")
+    g = torch.Generator().manual_seed(seed)
+    amp = 0.5 + torch.rand(n, 1, generator=g)
+    freq = 1.0 + 2.0 * torch.rand(n, 1, generator=g)
+    phase = 2 * math.pi * torch.rand(n, 1, generator=g)
+    t = torch.arange(length, dtype=torch.float32) / length
+    x = amp * torch.sin(2 * math.pi * freq * t + phase) + noise * torch.randn(n, length, generator=g)
+    return TensorDataset(x, torch.cat([amp, freq, phase], dim=1))
