@@ -224,7 +224,11 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu", help="device to train on (default cpu: the targets are for the CPU)")
     ap.add_argument("--out", default=None, help=f"results JSON (default {DEFAULT_OUT.relative_to(ROOT)} for a full run, "
                                                 "none with --quick)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch.set_num_threads (default: PyTorch's choice, one per core); 1 is steadier on a busy machine")
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     rounds = args.rounds or (1 if args.quick else 3)
     subset = args.subset or (2560 if args.quick else None)
     conv_n = args.conv_subset or (512 if args.quick else 6000)

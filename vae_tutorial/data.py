@@ -509,11 +509,12 @@ def _download(url: str, dest: Path, sha256: str) -> Path:
                 pass
 
 
-def sine_waves(n: int, length: int = 64, noise: float = 0.1, seed: int = 0) -> TensorDataset:
+def sine_waves(n: int, length: int = 64, noise: float = 0.1, seed: int = 0,
+               freq_range: tuple[float, float] = (1.0, 3.0)) -> TensorDataset:
     """A toy sequence data set (a stand-in for audio): noisy sine waves.
 
     ``x_t = A sin(2π f t / T + φ) + ε_t`` for ``t = 0..T−1`` with, per sequence,
-    ``A ~ U(0.5, 1.5)``, ``f ~ U(1, 3)`` cycles per window, ``φ ~ U(0, 2π)`` and
+    ``A ~ U(0.5, 1.5)``, ``f ~ U(freq_range)`` cycles per window, ``φ ~ U(0, 2π)`` and
     ``ε_t ~ N(0, noise²)``.
 
     Returns:
@@ -524,7 +525,8 @@ def sine_waves(n: int, length: int = 64, noise: float = 0.1, seed: int = 0) -> T
         raise ValueError(f"need n ≥ 1, length ≥ 2 and noise ≥ 0 (got {n}, {length}, {noise})")
     g = torch.Generator().manual_seed(seed)
     amp = 0.5 + torch.rand(n, 1, generator=g)
-    freq = 1.0 + 2.0 * torch.rand(n, 1, generator=g)
+    lo, hi = freq_range
+    freq = lo + (hi - lo) * torch.rand(n, 1, generator=g)
     phase = 2 * math.pi * torch.rand(n, 1, generator=g)
     t = torch.arange(length, dtype=torch.float32) / length
     x = amp * torch.sin(2 * math.pi * freq * t + phase) + noise * torch.randn(n, length, generator=g)

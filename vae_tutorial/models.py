@@ -3,7 +3,7 @@
 A :class:`VAE` pairs an encoder ``q_φ(z|x) = N(μ_φ(x), diag σ_φ²(x))`` with a decoder
 ``p_θ(x|z)`` and the prior ``p(z) = N(0, I)``. Encoders return ``(mu, logvar)``, each
 ``(B, Z)``; decoders return one tensor of parameters per pixel (logits, or the
-pre-sigmoid mean of a Gaussian), shaped like the data.
+mean of a Gaussian), shaped like the data.
 """
 from __future__ import annotations
 
@@ -156,7 +156,7 @@ class VAE(nn.Module):
         decoder: module ``z -> out`` with ``out`` shaped like the data.
         likelihood: ``"bernoulli"`` (out are logits), ``"continuous_bernoulli"``
             (out are logits of a normalised density on [0, 1]) or ``"gaussian"``
-            (mean ``σ(out)``, variance below).
+            (mean ``out``, unconstrained, so it fits any real-valued data; variance below).
         gaussian_logvar: for ``"gaussian"`` only: ``"learned"`` (one learned
             log-variance shared by all pixels) or a float (a fixed log σ²).
 
@@ -190,7 +190,7 @@ class VAE(nn.Module):
 
     def _params(self, out: Tensor):
         if self.likelihood == "gaussian":
-            return torch.sigmoid(out), self.obs_logvar.expand_as(out)
+            return out, self.obs_logvar.expand_as(out)
         return out
 
     def decode(self, z: Tensor):
@@ -211,11 +211,12 @@ class VAE(nn.Module):
         if self.likelihood == "bernoulli":
             return torch.sigmoid(params)
         if self.likelihood == "continuous_bernoulli":
-            lam = torch.sigmoid(params).clamp(1e-6, 1 - 1e-6)
-            mid = (lam - 0.5).abs() < 1e-3
-            safe = torch.where(mid, torch.full_like(lam, 0.25), lam)
-            m = safe / (2 * safe - 1) + 1 / (2 * torch.atanh(1 - 2 * safe))
-            return torch.where(mid, 0.5 + (lam - 0.5) / 3, m)  # Taylor expansion at λ = ½
+            # E[x] = λ/(2λ−1) + 1/(2 artanh(1−2λ)) = 1/(1 − e^{−ℓ}) − 1/ℓ, written in the
+            # logits ℓ: through λ = σ(ℓ) it loses all precision once σ saturates (|ℓ| ≳ 15).
+            small = params.abs() < 0.1
+            safe = torch.where(small, torch.ones_like(params), params)
+            exact = -1.0 / torch.expm1(-safe) - 1.0 / safe
+            return torch.where(small, 0.5 + params / 12 - params.pow(3) / 720, exact)  # Taylor at ℓ = 0
         return params[0]
 
     def forward(self, x: Tensor) -> tuple:

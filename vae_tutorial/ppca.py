@@ -116,7 +116,11 @@ class LinearGaussian:
         return z @ self.weight.T + self.bias
 
     def log_likelihood(self, x: Tensor, z: Tensor) -> Tensor:
-        """``log p_θ(x|z) = log N(x; Wz + b, σ² I)``, shape ``(B,)`` (``z`` is ``(B, Z)``)."""
+        """``log p_θ(x|z) = log N(x; Wz + b, σ² I)``, shape ``(B,)``.
+
+        ``z`` is ``(B, Z)``; ``x`` is ``(B, ...)`` or a single ``(1, ...)`` example
+        scored against every ``z``.
+        """
         return gaussian_log_likelihood(self._flat(x), self.decode(z), self.noise_var.log())
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:

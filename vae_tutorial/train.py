@@ -294,8 +294,8 @@ def fit(model: torch.nn.Module, train, *, epochs: int, batch_size: int = 128, lr
         bar = _progress(range(steps), progress, desc=f"epoch {epoch + 1}/{epochs}", leave=False)
         for step in bar:
             idx = perm[step * batch_size:(step + 1) * batch_size]
-            x = data[idx]
-            y = labels[idx] if conditional else None
+            x = data.index_select(0, idx)  # a row gather; faster than data[idx] on CPU
+            y = labels.index_select(0, idx) if conditional else None
             b = _beta_at(beta, epoch + step / steps)
             loss, terms = _loss(model, x, y, b, free_bits, objective, iwae_k, generator, elbo_fn or elbo)
             optimizer.zero_grad(set_to_none=True)
