@@ -142,8 +142,10 @@ MATHS_STATE = """async () => {
     await MathJax.startup.promise;
     const untypeset = maths.filter(m => !m.querySelector('mjx-container'))
                            .map(m => m.textContent.trim().slice(0, 80));
-    const errors = [...document.querySelectorAll('mjx-merror')]
-                      .map(e => (e.getAttribute('data-mjx-error') || e.textContent).slice(0, 120));
+    // TeX that MathJax could not parse becomes <merror>; an undefined macro, red text
+    const errors = Array.from(MathJax.startup.document.math)
+        .filter(item => /<merror|mathcolor="red"/.test(MathJax.startup.toMML(item.root)))
+        .map(item => item.math.trim().slice(0, 80));
     // raw TeX left in prose: outside code, scripts and typeset maths
     const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
     const raw = [];
@@ -210,7 +212,7 @@ def test_latent_explorer_shows_saved_widget(visit):
         pytest.fail(f"{WIDGET_PAGE} is not in the built book: the latent-explorer chapter is missing")
     v = visit(WIDGET_PAGE)
     # embed-amd.js replaces each saved widget view with live DOM once RequireJS has loaded it
-    v.page.wait_for_selector(".jupyter-widgets .widget-slider", state="attached")
+    v.page.wait_for_selector(".jupyter-widgets .widget-slider", state="attached", timeout=20_000)
     sliders = v.page.locator(".widget-slider").count()
     images = v.page.evaluate("""() => [...document.querySelectorAll('.widget-image')]
         .map(img => img.complete && img.naturalWidth > 0)""")

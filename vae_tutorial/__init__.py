@@ -17,7 +17,7 @@ from .losses import (
 )
 from .models import VAE, Autoencoder, ConditionalVAE, ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 from .train import History, fit, linear_warmup
-from . import data, evaluate, plots, check  # noqa: E402  (submodules as attributes)
+from . import check, data, evaluate, plots, ppca  # noqa: E402  (submodules as attributes)
 from .data import load_dataset
 from .evaluate import evaluate_model
 

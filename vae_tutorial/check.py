@@ -318,13 +318,6 @@ def _toy_vae(*, seed=0, likelihood="bernoulli", logvar=None, logit_scale=1.0, dt
     return model.to(dtype).eval()
 
 
-class _LinearGaussianVAE(VAE):
-    """A VAE whose decoder is linear-Gaussian: ``p_θ(x|z) = N(Wz + b, σ² I)`` (no sigmoid on the mean)."""
-
-    def _params(self, out: Tensor):
-        return out, self.obs_logvar.expand_as(out)
-
-
 def _exact_posterior_vae(dtype=torch.float32) -> tuple[VAE, LinearGaussian]:
     """Linear-Gaussian model (PPCA, D = 6, Z = 2) whose encoder is the exact posterior.
 
@@ -340,8 +333,10 @@ def _exact_posterior_vae(dtype=torch.float32) -> tuple[VAE, LinearGaussian]:
     m = ppca._m()
     a = torch.linalg.solve(m, w.T)  # posterior mean = A (x − b)
     post_logvar = (ppca.noise_var / m.diagonal()).log()
-    model = _LinearGaussianVAE(MLPEncoder(d, [], z), MLPDecoder(z, [], d), "gaussian",
-                               gaussian_logvar=math.log(0.25)).double()
+    # one linear layer each way; the Gaussian decoder's mean is the layer's output, W z + b
+    with _seeded(0):  # the layers' default init draws from the global generator
+        model = VAE(MLPEncoder(d, [], z), MLPDecoder(z, [], d), "gaussian",
+                    gaussian_logvar=math.log(0.25)).double()
     with torch.no_grad():
         enc, dec = model.encoder.net[-1], model.decoder.net[-1]
         enc.weight.zero_()
@@ -350,6 +345,7 @@ def _exact_posterior_vae(dtype=torch.float32) -> tuple[VAE, LinearGaussian]:
         enc.bias[z:] = post_logvar
         dec.weight.copy_(w)
         dec.bias.copy_(b)
+        model.obs_logvar.fill_(math.log(0.25))  # the buffer was made in float32: reset it exactly
     return model.to(dtype).eval(), ppca
 
 

@@ -68,8 +68,6 @@ class MLPEncoder(nn.Module):
         self.in_features = math.prod(_as_shape(in_features))
         self.latent_dim = int(latent_dim)
         self.net = _mlp([self.in_features, *hidden, 2 * self.latent_dim])
-        if hidden:  # ReLU after the last hidden layer, before the (μ, log σ²) head
-            self.net.insert(len(self.net) - 1, nn.ReLU())
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         h = self.net(x.reshape(x.shape[0], -1))
@@ -94,8 +92,6 @@ class MLPDecoder(nn.Module):
         self.latent_dim = int(latent_dim)
         self.out_shape = _as_shape(out_features)
         self.net = _mlp([self.latent_dim, *hidden, math.prod(self.out_shape)])
-        if hidden:
-            self.net.insert(len(self.net) - 1, nn.ReLU())
 
     def forward(self, z: Tensor) -> Tensor:
         return self.net(z).reshape(z.shape[0], *self.out_shape)
