@@ -261,7 +261,7 @@ def load_dataset(name: str, split: str = "train", root: str | os.PathLike | None
         download: fetch missing files from the mirrors (SHA-256 checked). ``False`` raises
             :class:`DatasetNotFoundError` instead.
         binarize: ``None`` (grey levels), ``"static"`` (one fixed Bernoulli sample per pixel,
-            seed :data:`STATIC_BINARIZATION_SEED`, in the spirit of Larochelle & Murray 2011's
+            seed ``STATIC_BINARIZATION_SEED``, in the spirit of Larochelle & Murray 2011's
             binarised MNIST: ``.images`` become 0/1) or ``"dynamic"`` (grey levels kept,
             a fresh sample ``x ~ Bernoulli(images)`` per access / per epoch of ``fit``).
         mirrors: base URLs tried instead of the data set's own (default ``$VAE_TUTORIAL_MIRRORS``,
