@@ -10,7 +10,8 @@ extension looks the name up as Python would, in the namespace of the module (or 
 its method resolution order) the docstring belongs to, and links to where that object is
 documented. A name the module does not import (a docstring may mention :class:`VAE` without
 importing it) links to the one documented object of the package with that name. Anything
-else (no such object, or several) is left alone, so Sphinx still warns about it. Loaded from ``_config.yml`` (``sphinx.local_extensions``).
+else (no such object, or several) is left alone, so Sphinx still warns about it.
+Loaded from ``_config.yml`` (``sphinx.local_extensions``).
 """
 from __future__ import annotations
 
