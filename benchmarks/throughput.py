@@ -13,7 +13,7 @@ batch 128. In one process, alternating order each round, the script times
 * one epoch of a faithful reproduction of the pytorch/examples training loop (its own
   ``nn.Module`` with ``fc1/fc21/fc22/fc3/fc4``, sigmoid then ``F.binary_cross_entropy``
   with ``reduction='sum'`` plus the closed-form KL, a shuffling ``DataLoader`` of batch
-  128 over a ``TensorDataset`` of the same tensors, ``.to(device)`` and ``loss.item()``
+  128 over a per-example ``Dataset`` of the same tensors (``benchmarks/peer.py``), ``.to(device)`` and ``loss.item()``
   every step; only its ``print`` every 10 batches is left out);
 * every matrix product of one training step alone, with ``torch.mm`` in a tight loop:
   the most a training step of this model can get out of this machine's BLAS.
@@ -42,11 +42,10 @@ import time
 from pathlib import Path
 
 import torch
-import torch.utils.data
-from torch import nn, optim
-from torch.nn import functional as F
+from torch import optim
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import peer  # noqa: E402  (the pytorch/examples model and loop)
 from machine import describe  # noqa: E402
 
 import vae_tutorial as vt  # noqa: E402
@@ -64,61 +63,14 @@ TARGET_PEAK_FRACTION = 0.6
 
 # ----------------------------------------------------------------------------- pytorch/examples
 
-class ExamplesVAE(nn.Module):
-    """The model of pytorch/examples ``vae/main.py``, layer for layer."""
-
-    def __init__(self):
-        super().__init__()
-        self.fc1 = nn.Linear(784, 400)
-        self.fc21 = nn.Linear(400, 20)
-        self.fc22 = nn.Linear(400, 20)
-        self.fc3 = nn.Linear(20, 400)
-        self.fc4 = nn.Linear(400, 784)
-
-    def encode(self, x):
-        h1 = F.relu(self.fc1(x))
-        return self.fc21(h1), self.fc22(h1)
-
-    def reparameterize(self, mu, logvar):
-        std = torch.exp(0.5 * logvar)
-        eps = torch.randn_like(std)
-        return mu + eps * std
-
-    def decode(self, z):
-        h3 = F.relu(self.fc3(z))
-        return torch.sigmoid(self.fc4(h3))
-
-    def forward(self, x):
-        mu, logvar = self.encode(x.view(-1, 784))
-        z = self.reparameterize(mu, logvar)
-        return self.decode(z), mu, logvar
-
-
-def examples_loss(recon_x, x, mu, logvar):
-    """Reconstruction + KL, summed over pixels, latent dimensions and the batch (as in the example)."""
-    bce = F.binary_cross_entropy(recon_x, x.view(-1, 784), reduction="sum")
-    kld = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
-    return bce + kld
-
-
 def examples_epoch(images: torch.Tensor, labels: torch.Tensor, device: torch.device, seed: int) -> float:
     """Seconds for one epoch of the pytorch/examples ``train(epoch)`` loop (loader and model built untimed)."""
     torch.manual_seed(seed)
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, labels),
-                                         batch_size=BATCH, shuffle=True)
-    model = ExamplesVAE().to(device)
+    loader = peer.make_loader(images, labels, dynamic=False, batch_size=BATCH)
+    model = peer.PeerVAE().to(device)
     optimizer = optim.Adam(model.parameters(), lr=LR)
     t0 = time.perf_counter()
-    model.train()
-    train_loss = 0
-    for batch_idx, (data, _) in enumerate(loader):
-        data = data.to(device)
-        optimizer.zero_grad()
-        recon_batch, mu, logvar = model(data)
-        loss = examples_loss(recon_batch, data, mu, logvar)
-        loss.backward()
-        train_loss += loss.item()
-        optimizer.step()
+    peer.train_epoch(model, loader, optimizer, device)
     synchronize(device)
     return time.perf_counter() - t0
 
