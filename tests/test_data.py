@@ -446,3 +446,22 @@ def test_sine_waves_shapes_factors_and_reproducibility():
     assert abs((noisy - clean).std().item() - 0.2) < 0.01
     with pytest.raises(ValueError, match="noise"):
         sine_waves(10, noise=-1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_binarize_is_bernoulli_with_the_same_stream(dtype):
+    p = torch.rand(37, 1, 5, 5, generator=torch.Generator().manual_seed(1), dtype=dtype)
+    g_fast, g_ref = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    x = data.binarize(p, g_fast)
+    assert x.dtype == dtype and x.shape == p.shape
+    assert set(x.unique().tolist()) <= {0.0, 1.0}
+    # same numbers as torch.bernoulli on the CPU, and the generators stay in step
+    assert torch.equal(x, torch.bernoulli(p, generator=g_ref))
+    assert torch.equal(g_fast.get_state(), g_ref.get_state())
+
+
+def test_binarize_frequencies_match_the_grey_levels():
+    p = torch.tensor([0.0, 0.1, 0.5, 0.9, 1.0]).expand(200_000, 5).contiguous()
+    freq = data.binarize(p, torch.Generator().manual_seed(0)).mean(0)
+    assert freq[0] == 0 and freq[-1] == 1
+    assert torch.allclose(freq, p[0], atol=5e-3)  # 5e-3 is > 4 standard errors at n = 200 000

@@ -6,6 +6,7 @@ import math
 import torch
 from torch import Tensor
 
+from .data import binarize
 from .device import get_device
 from .losses import elbo, estimate_log_likelihood
 from .train import dataset_tensors
@@ -76,7 +77,7 @@ def evaluate_model(model, data, *, k: int = 1000, batch_size: int = 100, device=
     images = images.to(device=device, dtype=dtype)
     gen = torch.Generator(device=device).manual_seed(seed)
     if getattr(data, "binarize", None) == "dynamic":
-        images = torch.bernoulli(images, generator=gen)
+        images = binarize(images, gen)
     conditional = hasattr(model, "num_classes")
     labels = labels.to(device) if (conditional and labels is not None) else None
     model.to(device)

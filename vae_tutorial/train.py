@@ -17,6 +17,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from .data import binarize
 from .device import get_device
 from .losses import elbo, iwae_bound
 
@@ -257,7 +258,7 @@ def fit(model: torch.nn.Module, train, *, epochs: int, batch_size: int = 128, lr
         v_images = v_images.to(device=device, dtype=dtype)
         v_labels = v_labels.to(device) if v_labels is not None else None
         if _binarize_mode(valid) == "dynamic":  # one fixed binarisation for validation
-            v_images = torch.bernoulli(v_images, generator=torch.Generator(device).manual_seed(seed + 1))
+            v_images = binarize(v_images, torch.Generator(device).manual_seed(seed + 1))
 
     n = images.shape[0]
     steps = math.ceil(n / batch_size)
@@ -284,7 +285,7 @@ def fit(model: torch.nn.Module, train, *, epochs: int, batch_size: int = 128, lr
     model.train()
     for epoch in range(start_epoch, epochs):
         t0 = time.perf_counter()
-        data = torch.bernoulli(images, generator=generator) if dynamic else images
+        data = binarize(images, generator) if dynamic else images
         perm = torch.randperm(n, device=device, generator=generator)
         # One row per step: (loss, Σ ELBO, Σ reconstruction, Σ KL), written on the device
         # and read every 50 steps: reading each step would force a host sync that costs
