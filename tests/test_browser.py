@@ -169,6 +169,20 @@ BROKEN_IMAGES = """async () => {
 }"""
 
 
+# Runs in the page: Markdown that was printed instead of rendered (a table's |---| row, or
+# the |—| that smart quotes turn it into), outside code.
+RAW_MARKDOWN = """() => {
+    const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+    const skip = 'pre, code, kbd, samp, script, style, textarea';
+    const raw = [];
+    for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+        if (/\\|\\s*:?(?:-{3,}|[\u2013\u2014]+):?\\s*\\|/.test(n.textContent) && !n.parentElement.closest(skip))
+            raw.push(n.textContent.trim().slice(0, 80));
+    }
+    return raw;
+}"""
+
+
 def test_index_leads_to_the_preface(visit):
     if not PAGES:
         _missing(f"the book is not built (no HTML in {HTML})")
@@ -183,7 +197,10 @@ def test_page_renders_offline(visit, page):
     v = visit(page)
     maths = v.page.evaluate(MATHS_STATE)
     broken = v.page.evaluate(BROKEN_IMAGES)
+    raw_markdown = v.page.evaluate(RAW_MARKDOWN)
     problems = []
+    if raw_markdown:
+        problems.append(f"Markdown printed as text instead of rendered: {raw_markdown[:3]}")
     if v.blocked:
         problems.append(f"requests to the network (the page must work offline): {v.blocked}")
     if v.missing:
