@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import http.server
 import os
+import re
 import threading
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -220,6 +221,18 @@ def test_page_renders_offline(visit, page):
             if maths["raw"]:
                 problems.append(f"raw TeX in the text: {maths['raw'][:5]}")
     assert not problems, f"{page}:\n  " + "\n  ".join(problems)
+
+
+NOTEBOOK_PAGES = [p for p in PAGES if re.fullmatch(r"book/(\d\d_\w+|results)\.html", p)]
+
+
+@pytest.mark.parametrize("page", NOTEBOOK_PAGES or ["book/01_autoencoders.html"])
+def test_chapter_shows_its_figures(visit, page):
+    # Every chapter plots. A kernel that runs with a non-inline Matplotlib backend (for
+    # example MPLBACKEND=Agg in the environment) executes cleanly but saves no figures.
+    v = visit(page)
+    figures = v.page.locator(".cell_output img").count()
+    assert figures >= 1, f"{page} shows no figure: were the notebooks executed with Matplotlib's inline backend?"
 
 
 def test_latent_explorer_shows_saved_widget(visit):
