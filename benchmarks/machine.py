@@ -20,10 +20,13 @@ def cpu_model() -> str:
 
 
 def describe() -> dict:
-    """CPU, core count, GPU (if any), Python, PyTorch and the date, as a JSON-able dict."""
+    """CPU (model and vector ISA), core count, GPU (if any), Python, PyTorch and the date, as a JSON-able dict."""
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {
         "cpu": cpu_model(),
+        # the widest vector instruction set PyTorch's kernels use here (AVX2, AVX512, ...):
+        # two "2-core" machines can differ fourfold in matmul speed
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "gpu": gpu,
