@@ -8,7 +8,6 @@ progress bars are off. Target on a 2-core CPU: the whole book in at most 15 minu
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -18,7 +17,7 @@ import nbformat
 from nbclient import NotebookClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import describe  # noqa: E402
+from machine import describe, write_result  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_CPU_MINUTES = 15
@@ -51,8 +50,7 @@ def main(argv=None) -> int:
           f"≤ {TARGET_CPU_MINUTES} min)")
     result = {"machine": describe(), "chapters": times, "total_seconds": round(total, 1),
               "target_minutes_cpu": TARGET_CPU_MINUTES}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    write_result(args.out, result)
     print("wrote", args.out)
     return 0
 

@@ -1,9 +1,12 @@
-"""Describe the machine a benchmark ran on, so every results file says where its numbers come from."""
+"""What every benchmark shares: a description of the machine it ran on, so every results file says
+where its numbers come from, and the atomic write of that results file."""
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
+from pathlib import Path
 
 import torch
 
@@ -35,3 +38,15 @@ def describe() -> dict:
         "platform": platform.platform(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def write_result(path: str | os.PathLike, result: dict) -> None:
+    """Write ``result`` as JSON to ``path`` whole or not at all (temporary file, then rename).
+
+    A benchmark killed while writing leaves the previous results file intact.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    tmp.replace(path)

@@ -19,7 +19,6 @@ Usage: ``python benchmarks/quality.py [--rows peer,mlp,iwae,conv] [--k 1000] [--
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -29,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import peer  # noqa: E402
-from machine import describe  # noqa: E402
+from machine import describe, write_result  # noqa: E402
 
 import vae_tutorial as vt  # noqa: E402
 from vae_tutorial.timing import synchronize  # noqa: E402
@@ -147,10 +146,7 @@ def _write(path, train, test, test_n, k, args, results):
            "train_n": len(train), "test_n": min(test_n, len(test)), "k": k, "quick": args.quick,
            "budget_minutes": args.budget_minutes, "target_nats": TARGET_NATS,
            "target_train_minutes": TARGET_TRAIN_MINUTES, "rows": results}
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(path).with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(out, indent=2) + "\n")
-    tmp.replace(path)
+    write_result(path, out)
 
 
 if __name__ == "__main__":

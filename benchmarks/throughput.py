@@ -34,7 +34,6 @@ The machine may be shared: the JSON records the load average before and after.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -46,7 +45,7 @@ from torch import optim
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import peer  # noqa: E402  (the pytorch/examples model and loop)
-from machine import describe  # noqa: E402
+from machine import describe, write_result  # noqa: E402
 
 import vae_tutorial as vt  # noqa: E402
 from vae_tutorial.data import DatasetError  # noqa: E402
@@ -278,8 +277,7 @@ def main(argv=None) -> int:
     print(f"conv VAE (CPU) fit     {len(conv_data) / conv_s:10.0f} samples/s  ({len(conv_data)} images)")
     print(f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after (a busy machine makes every number lower)")
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n")
+        write_result(out, result)
         print(f"wrote {out}")
     return 0
 

@@ -1,0 +1,91 @@
+"""The benchmark scripts run end to end (their ``--quick`` modes) and write the JSON the Results page reads.
+
+Smoke tests, not measurements: they check that each script runs from a clone and that its
+results file holds what ``book/results.ipynb`` renders, with numbers that are consistent
+with each other. The measured numbers come from the full runs (see ``benchmarks/``).
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+
+def _module(name):
+    return importlib.import_module(name)
+
+
+def _need_fashion_mnist():
+    from vae_tutorial.data import DatasetError, load_dataset
+
+    try:
+        load_dataset("fashion-mnist", "test", download=False)
+    except DatasetError:
+        pytest.skip("Fashion-MNIST files are not on this machine (install dataset-fashion-mnist; CI does)")
+
+
+def _machine_ok(m):
+    assert m["cores"] >= 1 and m["torch_threads"] >= 1
+    assert m["cpu"] and m["torch"] and m["python"] and m["date"][:2] == "20"
+    assert "cpu_capability" in m
+
+
+def test_throughput_quick(tmp_path):
+    _need_fashion_mnist()
+    out = tmp_path / "throughput.json"
+    assert _module("throughput").main(["--quick", "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    _machine_ok(r["machine"])
+    fit, ex = r["fit"]["samples_per_s"], r["pytorch_examples_loop"]["samples_per_s"]
+    assert fit > 0 and ex > 0
+    assert r["speedup_fit_over_examples"] == pytest.approx(fit / ex, rel=1e-9)
+    fl = r["flops"]
+    # the fraction of peak is achieved FLOP/s over peak FLOP/s, in both counts
+    assert fl["fraction_of_peak_3x"] == pytest.approx(fl["fit_achieved_flop_per_s_3x"] / fl["mm_peak_flop_per_s_3x"])
+    assert 0 < fl["fraction_of_peak_exact"] < fl["fraction_of_peak_3x"] * 1.5
+    assert fl["per_sample_step_exact"] < fl["per_sample_step_3x_forward"] == 3 * fl["per_sample_forward"]
+    assert r["conv_vae_cpu"]["samples_per_s"] > 0
+
+
+def test_quality_quick(tmp_path):
+    _need_fashion_mnist()
+    out = tmp_path / "quality.json"
+    assert _module("quality").main(["--quick", "--rows", "peer,mlp", "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    _machine_ok(r["machine"])
+    assert r["quick"] is True and r["test_n"] == 500 and r["k"] == 10
+    assert [row["name"] for row in r["rows"]] == ["peer", "mlp"]
+    for row in r["rows"]:
+        # IWAE with k ≥ 1 is a tighter bound than the ELBO (up to Monte Carlo noise), and
+        # bits/dim is the NLL in bits spread over the 784 pixels
+        assert math.isfinite(row["test_nll"]) and 0 < row["test_nll"] < row["test_neg_elbo"] + 1.0
+        assert row["bits_per_dim"] == pytest.approx(row["test_nll"] / (784 * math.log(2)))
+        assert 0 <= row["active_units"] <= row["latent_dim"] and row["epochs"] >= 1
+    assert r["rows"][0]["parameters"] == 652_824  # the pytorch/examples 784-400-20 model
+
+
+def test_book_runtime_one_chapter(tmp_path):
+    out = tmp_path / "book_runtime.json"
+    chapter = ROOT / "book" / "03_kl.ipynb"
+    assert _module("book_runtime").main([str(chapter), "--out", str(out), "--timeout", "600"]) == 0
+    r = json.loads(out.read_text())
+    _machine_ok(r["machine"])
+    assert list(r["chapters"]) == ["03_kl"] and r["chapters"]["03_kl"] > 0
+    assert r["total_seconds"] == pytest.approx(sum(r["chapters"].values()), abs=0.11)
+
+
+def test_write_result_is_all_or_nothing(tmp_path):
+    write_result = _module("machine").write_result
+    out = tmp_path / "results" / "x.json"
+    write_result(out, {"a": 1})
+    with pytest.raises(TypeError):
+        write_result(out, {"a": object()})  # not JSON: fails before anything is written
+    assert json.loads(out.read_text()) == {"a": 1}
+    assert sorted(p.name for p in out.parent.iterdir()) == ["x.json"]
