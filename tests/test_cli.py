@@ -176,13 +176,7 @@ def test_resuming_with_another_architecture_is_refused(run, tmp_path, capsys):
     assert code == 1 and "different hidden" in err and "--fresh" in err
 
 
-def test_conv_model_on_fashion_mnist(tmp_path, capsys):
-    from vae_tutorial.data import DatasetError, load_dataset
-
-    try:
-        load_dataset("fashion-mnist", "test", download=False)
-    except DatasetError:
-        pytest.skip("Fashion-MNIST files are not on this machine")
+def test_conv_model_on_fashion_mnist(tmp_path, capsys, fashion_mnist_present):
     run = tmp_path / "conv"
     code, out, err = run_cli(capsys, "train", "--dataset", "fashion-mnist", "--model", "conv", "--subset", "256",
                              "--test-images", "0", "--epochs", "1", "--latent-dim", "2", "--hidden", "32",
