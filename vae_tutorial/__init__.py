@@ -17,17 +17,19 @@ from .losses import (
 )
 from .models import VAE, Autoencoder, ConditionalVAE, ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 from .train import History, fit, linear_warmup
-from . import check, data, evaluate, plots, ppca  # noqa: E402  (submodules as attributes)
+from . import check, data, evaluate, notebook, plots, ppca  # noqa: E402  (submodules as attributes)
 from .data import load_dataset
 from .evaluate import evaluate_model
 
 __version__ = "0.1.0"
+
+notebook.register()  # in IPython: solution cells wait until asked (see notebook.py)
 
 __all__ = [
     "Autoencoder", "ConditionalVAE", "ConvDecoder", "ConvEncoder", "ELBOTerms", "History",
     "MLPDecoder", "MLPEncoder", "VAE", "bernoulli_log_likelihood", "check",
     "continuous_bernoulli_log_likelihood", "data", "elbo", "estimate_log_likelihood",
     "evaluate", "evaluate_model", "fit", "gaussian_log_likelihood", "get_device", "iwae_bound",
-    "kl_normal", "kl_standard_normal", "linear_warmup", "load_dataset", "plots",
+    "kl_normal", "kl_standard_normal", "linear_warmup", "load_dataset", "notebook", "plots",
     "reparameterize", "seed_everything",
 ]
