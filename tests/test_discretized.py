@@ -147,3 +147,15 @@ def test_vae_bounds_fit_and_evaluation_in_bits_per_dim():
     with torch.no_grad():
         bound = vt.iwae_bound(model, x[:4], 50, generator=torch.Generator().manual_seed(3))
     assert bound.shape == (4,) and bool((bound <= 0).all())  # a bound on a log-probability
+
+
+@pytest.mark.parametrize("kind,hidden", [("mlp", [16]), ("conv", [32])])
+def test_cli_builds_a_two_channel_decoder_for_the_discretised_logistic(kind, hidden):
+    from vae_tutorial.cli import build_model
+
+    model = build_model({"model": kind, "image_shape": [1, 28, 28], "latent_dim": 3, "hidden": hidden,
+                         "likelihood": "discretized_logistic"})
+    loc, log_scale = model.decode(torch.zeros(2, 3))
+    assert loc.shape == log_scale.shape == (2, 1, 28, 28)
+    x = torch.rand(2, 1, 28, 28)
+    assert vt.elbo(model, x).elbo.shape == (2,)
