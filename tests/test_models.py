@@ -15,6 +15,13 @@ def images(b, shape=IMG, seed=0):
     return torch.rand(b, *shape, generator=gen(seed))
 
 
+def out_shape(shape, likelihood):
+    """The decoder's output shape: a discretised logistic needs two numbers per pixel."""
+    if likelihood != "discretized_logistic":
+        return shape
+    return 2 * shape if isinstance(shape, int) else (2 * shape[0], *shape[1:])
+
+
 @pytest.mark.parametrize("in_features", [784, IMG])
 def test_mlp_encoder_decoder_shapes(in_features):
     torch.manual_seed(0)
@@ -44,11 +51,12 @@ def test_conv_encoder_decoder_shapes():
 @pytest.mark.parametrize("likelihood", vt.models.LIKELIHOODS)
 def test_vae_forward_decode_and_log_likelihood(likelihood):
     torch.manual_seed(0)
-    model = vt.VAE(vt.MLPEncoder(IMG, [32], 3), vt.MLPDecoder(3, [32], IMG), likelihood)
+    model = vt.VAE(vt.MLPEncoder(IMG, [32], 3), vt.MLPDecoder(3, [32], out_shape(IMG, likelihood)),
+                   likelihood)
     x = images(4)
     params, mu, logvar = model(x)
     assert mu.shape == logvar.shape == (4, 3)
-    if likelihood == "gaussian":
+    if likelihood in ("gaussian", "discretized_logistic"):
         mean, lv = params
         assert mean.shape == lv.shape == x.shape
     else:
@@ -58,7 +66,9 @@ def test_vae_forward_decode_and_log_likelihood(likelihood):
     # each option is the matching function of vae_tutorial.losses
     expected = {"bernoulli": lambda: vt.bernoulli_log_likelihood(params, x),
                 "continuous_bernoulli": lambda: vt.continuous_bernoulli_log_likelihood(params, x),
-                "gaussian": lambda: vt.gaussian_log_likelihood(x, *params)}[likelihood]()
+                "gaussian": lambda: vt.gaussian_log_likelihood(x, *params),
+                "discretized_logistic": lambda: vt.discretized_logistic_log_likelihood(x, *params),
+                }[likelihood]()
     torch.testing.assert_close(ll, expected)
 
 
@@ -88,7 +98,8 @@ def test_invalid_likelihood_and_gaussian_logvar_raise_clear_errors():
 @pytest.mark.parametrize("likelihood", vt.models.LIKELIHOODS)
 def test_double_model_works_end_to_end(likelihood):
     torch.manual_seed(0)
-    model = vt.VAE(vt.MLPEncoder(16, [8], 2), vt.MLPDecoder(2, [8], 16), likelihood, gaussian_logvar=-1.0).double()
+    model = vt.VAE(vt.MLPEncoder(16, [8], 2), vt.MLPDecoder(2, [8], out_shape(16, likelihood)), likelihood,
+                   gaussian_logvar=-1.0).double()
     x = torch.rand(5, 16, dtype=torch.float64)
     t = vt.elbo(model, x)
     assert t.elbo.dtype == torch.float64
@@ -101,7 +112,8 @@ def test_double_model_works_end_to_end(likelihood):
 @pytest.mark.parametrize("likelihood", vt.models.LIKELIHOODS)
 def test_sample_and_reconstruct(likelihood):
     torch.manual_seed(0)
-    model = vt.VAE(vt.MLPEncoder(IMG, [16], 2), vt.MLPDecoder(2, [16], IMG), likelihood)
+    model = vt.VAE(vt.MLPEncoder(IMG, [16], 2), vt.MLPDecoder(2, [16], out_shape(IMG, likelihood)),
+                   likelihood)
     s = model.sample(7, gen(1))
     assert s.shape == (7, *IMG) and not s.requires_grad
     assert torch.equal(s, model.sample(7, gen(1)))  # the generator makes it reproducible

@@ -7,6 +7,7 @@ from .losses import (
     ELBOTerms,
     bernoulli_log_likelihood,
     continuous_bernoulli_log_likelihood,
+    discretized_logistic_log_likelihood,
     elbo,
     estimate_log_likelihood,
     gaussian_log_likelihood,
@@ -28,7 +29,7 @@ notebook.register()  # in IPython: solution cells wait until asked (see notebook
 __all__ = [
     "Autoencoder", "ConditionalVAE", "ConvDecoder", "ConvEncoder", "ELBOTerms", "History",
     "MLPDecoder", "MLPEncoder", "VAE", "bernoulli_log_likelihood", "check",
-    "continuous_bernoulli_log_likelihood", "data", "elbo", "estimate_log_likelihood",
+    "continuous_bernoulli_log_likelihood", "data", "discretized_logistic_log_likelihood", "elbo", "estimate_log_likelihood",
     "evaluate", "evaluate_model", "fit", "gaussian_log_likelihood", "get_device", "iwae_bound",
     "kl_normal", "kl_standard_normal", "linear_warmup", "load_dataset", "notebook", "plots",
     "reparameterize", "seed_everything",

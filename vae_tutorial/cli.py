@@ -74,15 +74,19 @@ def build_model(config: dict) -> VAE:
         raise CLIError(f"latent dimension and hidden widths must be positive, got {latent} and {hidden}")
     if likelihood not in LIKELIHOODS:
         raise CLIError(f"unknown likelihood {likelihood!r}; choose one of {', '.join(LIKELIHOODS)}")
+    # a discretised logistic needs two numbers per pixel: locations, then log-scales
+    out_channels = 2 * shape[0] if likelihood == "discretized_logistic" else shape[0]
     if kind == "mlp":
-        return VAE(MLPEncoder(shape, hidden, latent), MLPDecoder(latent, hidden, shape), likelihood)
+        return VAE(MLPEncoder(shape, hidden, latent), MLPDecoder(latent, hidden, (out_channels, *shape[1:])),
+                   likelihood)
     if kind == "conv":
         if shape != (1, 28, 28):
             raise CLIError(f"the conv model needs 1x28x28 images, this data set has {'x'.join(map(str, shape))}; "
                            "use --model mlp, or a 28x28 data set (fashion-mnist, mnist, kmnist)")
         if len(hidden) != 1:
             raise CLIError(f"the conv model has one hidden linear layer: give one --hidden width, got {hidden}")
-        return VAE(ConvEncoder(latent, hidden=hidden[0]), ConvDecoder(latent, hidden=hidden[0]), likelihood)
+        return VAE(ConvEncoder(latent, hidden=hidden[0]),
+                   ConvDecoder(latent, hidden=hidden[0], out_channels=out_channels), likelihood)
     raise CLIError(f"unknown model {kind!r}; choose one of {', '.join(MODELS)}")
 
 
