@@ -126,7 +126,7 @@ def mixture_iwae_bound(model, x: Tensor, proposals: list[tuple[Tensor, Tensor]],
     ``r ≥ q_m / M`` everywhere, so a weight is never more than ``M`` times the smallest
     of the components' weights ``p_θ(x, z)/q_m(z)``: a broad component tames the heavy
     tail of the weights of a narrow one. With one proposal, the
-    encoder's ``(μ, log σ²)`` and the same noise this is :func:`vae_tutorial.iwae_bound`.
+    encoder's ``(μ, log σ²)`` and the same noise this is :func:`vae_tutorial.losses.iwae_bound`.
 
     Args:
         model: a VAE (``decode``, ``log_likelihood``).
