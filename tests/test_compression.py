@@ -118,3 +118,12 @@ def test_lossless_baselines():
     for c in ("zlib", "gzip", "bz2", "lzma"):
         assert bn[f"{c}, whole set"] >= 784                  # no codec beats 1 bit per fair coin
         assert bz[f"{c}, whole set"] < 100
+
+
+def test_bits_back_parts_add_up(tiny_vae):
+    vae, x = tiny_vae
+    res = C.bits_back_encode(vae, x[:10], latent_bits=8, posterior_bits=16)
+    assert len(res.lengths) == 10 and res.lengths[-1] == res.bits
+    assert all(p == 8 * 3 for p in res.prior_bits)
+    for t, a, b, c in zip(res.ideal_bits, res.prior_bits, res.pixel_bits, res.refund_bits):
+        assert t == pytest.approx(a + b - c) and c > 0

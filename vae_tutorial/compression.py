@@ -163,13 +163,20 @@ class BitsBackResult:
 
     ``message`` is the final coder state; ``bits`` its length; ``clean_bits`` the random bits
     the coder had to draw because the message was empty (the initial head included);
-    ``ideal_bits`` the per-image ``−log₂ P(x|z̄) − log₂ P(z̄) + log₂ Q(z̄|x)`` of the ``z̄`` drawn.
+    ``ideal_bits`` the per-image ``−log₂ P(x|z̄) − log₂ P(z̄) + log₂ Q(z̄|x)`` of the ``z̄`` drawn,
+    and its three parts per image: ``prior_bits`` (``−log₂ P(z̄)``), ``pixel_bits``
+    (``−log₂ P(x|z̄)``) and ``refund_bits`` (``−log₂ Q(z̄|x)``, the bits read back);
+    ``lengths[n]`` is the message length in bits after ``n + 1`` images.
     """
 
     message: tuple[int, tuple[int, ...]]
     bits: int
     clean_bits: int
     ideal_bits: list[float] = field(default_factory=list)
+    prior_bits: list[float] = field(default_factory=list)
+    pixel_bits: list[float] = field(default_factory=list)
+    refund_bits: list[float] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)
 
 
 def _posterior_freqs(model, x: Tensor, latent_bits: int, posterior_bits: int) -> np.ndarray:
@@ -204,30 +211,33 @@ def bits_back_encode(model, images: Tensor, *, latent_bits: int = 12, posterior_
         raise ValueError("bits_back_encode codes binary data with a Bernoulli decoder")
     centres = prior_bucket_centres(latent_bits)
     stack = ANSStack(np.random.default_rng(seed))
-    ideal = []
+    parts: dict[str, list] = {"prior_bits": [], "pixel_bits": [], "refund_bits": [], "lengths": []}
     for x in images:
         xbits = x.flatten().round().to(torch.int64).numpy()
         qf = _posterior_freqs(model, x, latent_bits, posterior_bits)
         cum = np.cumsum(qf, axis=1) - qf                                   # starts
-        buckets, bits = [], 0.0
+        buckets, refund, px = [], 0.0, 0.0
         for j in range(qf.shape[0]):                 # 1. pop z̄_j ~ Q: read bits as randomness
             r = stack.peek(posterior_bits)
             b = int(np.searchsorted(cum[j], r, side="right") - 1)
             stack.pop(int(cum[j, b]), int(qf[j, b]), posterior_bits)
             buckets.append(b)
-            bits += math.log2(qf[j, b]) - posterior_bits                   # + log₂ Q
+            refund += posterior_bits - math.log2(qf[j, b])                 # −log₂ Q
         f1 = _pixel_freqs(model, buckets, centres, pixel_bits)
         total = 1 << pixel_bits
         for i, v in enumerate(xbits):                # 2. push x with p(x|z̄)
             start, freq = (total - f1[i], f1[i]) if v else (0, total - f1[i])
             stack.push(int(start), int(freq), pixel_bits)
-            bits += pixel_bits - math.log2(freq)
+            px += pixel_bits - math.log2(freq)
         for b in buckets:                            # 3. push z̄ with the prior (1/K each)
             stack.push(b, 1, latent_bits)
-            bits += latent_bits
-        ideal.append(bits)
+        parts["prior_bits"].append(float(latent_bits * len(buckets)))
+        parts["pixel_bits"].append(px)
+        parts["refund_bits"].append(refund)
+        parts["lengths"].append(stack.bit_length())
+    ideal = [a + b - c for a, b, c in zip(parts["prior_bits"], parts["pixel_bits"], parts["refund_bits"])]
     return BitsBackResult(stack.state(), stack.bit_length(), 2 * _WORD + _WORD * stack.clean_words,
-                          ideal)
+                          ideal, **parts)
 
 
 @torch.no_grad()
