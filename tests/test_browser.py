@@ -35,7 +35,7 @@ pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parent.parent
 HTML = Path(os.environ.get("VAE_TUTORIAL_BOOK_HTML", ROOT / "_build" / "html"))
-CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM = Path(os.environ.get("VAE_TUTORIAL_CHROMIUM", "/usr/bin/chromium"))  # or another Chromium
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 WIDGET_PAGE = "book/09_latent_space.html"
