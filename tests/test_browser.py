@@ -319,11 +319,13 @@ LAYOUT_PROBLEMS = r"""async (mustFit) => {
         if (img.closest('.vae-explorer, .jupyter-widgets')) continue;
         const alt = img.getAttribute('alt');
         const base = (img.getAttribute('src') || '').split('/').pop();
+        const fig = img.closest('figure'), number = fig && fig.querySelector('.caption-number');
+        const at = `${number ? short(number.textContent) + ' ' : ''}at ${where(img)}`;
         if (alt === null || alt.trim() === '')
-            out.push(`image without alt text at ${where(img)}: ${base}`);
+            out.push(`image without alt text ${at}: ${base}`);
         else if (/\.(png|jpe?g|gif|svg|webp)$/i.test(alt.trim()) || /[\\/]/.test(alt) ||
                  /^[0-9a-f]{16,}/i.test(alt.trim()) || alt.includes(base))
-            out.push(`image whose alt text is a file name at ${where(img)}: "${short(alt)}"`);
+            out.push(`image whose alt text is a file name ${at}: "${short(alt)}"`);
     }
     // 5. a norm or KL bar in a table: Markdown tables turn \| into |, so KL(q‖p) shows as KL(q|p)
     for (const cell of article.querySelectorAll('td, th')) {
