@@ -7,6 +7,7 @@ MathJax (no raw TeX left, no MathJax error). At 1280×900 and 390×844, every pa
 checked for layout faults, each reported with the page and the element so that the content
 can be fixed: literal ``$`` or ``{glue:`` in the text, display maths wider than the column
 (1280 px) or with its equation number over it, inline formulas that do not fit their line,
+code cells wider than the column (1280 px),
 images whose alt text is a file name, ``\|`` rendered as ``|`` in tables, blank gaps left by
 hidden widgets, tables cut off, machine paths in outputs, and (print media) code that is
 not wrapped. The latent explorer of chapter 9 must decode in the browser, without a
@@ -353,7 +354,14 @@ LAYOUT_PROBLEMS = r"""async (mustFit) => {
         if (h > 16 && !o.innerText.trim() && !o.matches(media) && !o.querySelector(media))
             out.push(`blank output area ${Math.round(h)} px high at ${where(o)} (a hidden widget?)`);
     }
-    // 8. the build machine's paths in the page (outputs included)
+    // 8. code cells wider than the column (desktop only: on a phone code scrolls, as expected)
+    if (mustFit) for (const pre of article.querySelectorAll('div.cell_input pre')) {
+        if (pre.scrollWidth <= pre.clientWidth + 1) continue;
+        const lines = pre.textContent.split('\n'), longest = lines.reduce((a, b) => a.length >= b.length ? a : b);
+        out.push(`code cell wider than the column (${pre.scrollWidth} px in ${pre.clientWidth} px; ` +
+                 `longest line ${longest.length} characters) at ${where(pre)}: "${short(longest)}"`);
+    }
+    // 9. the build machine's paths in the page (outputs included)
     const paths = article.innerText.match(/[^\s"']*(\/root\/|\/home\/[\w.-]+\/|\/Users\/[\w.-]+\/|site-packages|dist-packages|\/tmp\/ipykernel|\.pyenv\/)[^\s"']*/g) || [];
     for (const p of [...new Set(paths)].slice(0, 5)) out.push(`machine path in the page: ${short(p)}`);
     return out;

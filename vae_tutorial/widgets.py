@@ -224,7 +224,7 @@ def explorer_html(model, z, z0=None, span: float = 3.0, step: float = 0.05, dims
     spec_json = json.dumps(spec, separators=(",", ":")).replace("<", "\\u003c")
     label = html.escape(f"Latent explorer: {dims} sliders for z, the decoded image")
     return (f'{_STYLE}\n<div class="vae-explorer" role="group" aria-label="{label}">'
-            f'<p>The latent explorer needs JavaScript.</p>'
+            f'<p>The latent explorer needs JavaScript (in Jupyter: run the cell, or trust the notebook).</p>'
             f'<script type="application/json" class="vae-explorer-spec">{spec_json}</script>'
             f"<script>\n{_script()}</script></div>")
 
