@@ -1,10 +1,19 @@
-"""The built HTML book, opened page by page in headless Chromium with the network cut off.
+r"""The built HTML book, opened page by page in headless Chromium with the network cut off.
 
 For every page of ``_build/html``: nothing is fetched from anywhere but the local server (a
 blocked request means the page needs the internet), no local file is missing, no JavaScript
 error reaches the console, every image loads, and every formula is typeset by the vendored
-MathJax (no raw TeX left, no MathJax error). The latent-explorer chapter must show its saved
-ipywidgets state (sliders and the decoded image) without a kernel.
+MathJax (no raw TeX left, no MathJax error). At 1280×900 and 390×844, every page is also
+checked for layout faults, each reported with the page and the element so that the content
+can be fixed: literal ``$`` or ``{glue:`` in the text, display maths wider than the column
+(1280 px) or with its equation number over it, inline formulas that do not fit their line,
+code cells wider than the column (1280 px),
+images whose alt text is a file name, ``\|`` rendered as ``|`` in tables, blank gaps left by
+hidden widgets, tables cut off, machine paths in outputs, and (print media) code that is
+not wrapped. The latent explorer of chapter 9 must decode in the browser, without a
+kernel: moving a slider changes the image, whose pixels match ``model.decode(z)``, and
+reset and random work. The explorer's HTML is also tested on its own, against PyTorch,
+for every likelihood and a conditional model (needs Chromium, not the built book).
 
 Needs the built book (``python tools/vendor_assets.py && jupyter-book build .``) and Chromium
 at ``/usr/bin/chromium`` (Debian's ``chromium`` package); skipped without them, except when
@@ -27,7 +36,7 @@ pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parent.parent
 HTML = Path(os.environ.get("VAE_TUTORIAL_BOOK_HTML", ROOT / "_build" / "html"))
-CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM = Path(os.environ.get("VAE_TUTORIAL_CHROMIUM", "/usr/bin/chromium"))  # or another Chromium
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 WIDGET_PAGE = "book/09_latent_space.html"
@@ -75,7 +84,7 @@ def site():
 
 
 @pytest.fixture(scope="module")
-def browser(site):
+def chromium():
     if not CHROMIUM.is_file():
         _missing(f"no Chromium at {CHROMIUM}: install it (Debian: apt-get install chromium)")
     try:
@@ -88,11 +97,17 @@ def browser(site):
         browser.close()
 
 
+@pytest.fixture(scope="module")
+def browser(site, chromium):
+    return chromium
+
+
 class PageVisit:
     """One page opened with every request outside 127.0.0.1 blocked, and what went wrong."""
 
-    def __init__(self, browser, url: str):
-        self.context = browser.new_context(service_workers="block")
+    def __init__(self, browser, url: str, viewport: tuple[int, int] = (1280, 720), html: str | None = None):
+        self.context = browser.new_context(service_workers="block",
+                                           viewport={"width": viewport[0], "height": viewport[1]})
         self.page = self.context.new_page()
         self.page.set_default_timeout(TIMEOUT_MS)
         self.blocked: list[str] = []
@@ -103,7 +118,10 @@ class PageVisit:
         self.page.on("pageerror", lambda exc: self.errors.append(f"uncaught: {exc}"))
         self.page.on("response", lambda r: r.status >= 400 and self.missing.append(f"{r.status} {r.url}"))
         self.page.on("requestfailed", self._failed)
-        self.page.goto(url, wait_until="load")
+        if html is None:
+            self.page.goto(url, wait_until="load")
+        else:
+            self.page.set_content(html, wait_until="load")
 
     def _route(self, route):
         host = urlsplit(route.request.url).hostname
@@ -125,8 +143,8 @@ class PageVisit:
 def visit(browser, site):
     visits: list[PageVisit] = []
 
-    def open_page(page: str) -> PageVisit:
-        visits.append(PageVisit(browser, site + page))
+    def open_page(page: str, viewport: tuple[int, int] = (1280, 720)) -> PageVisit:
+        visits.append(PageVisit(browser, site + page, viewport))
         return visits[-1]
 
     yield open_page
@@ -236,17 +254,270 @@ def test_chapter_shows_its_figures(visit, page):
     assert figures >= 1, f"{page} shows no figure: were the notebooks executed with Matplotlib's inline backend?"
 
 
-def test_latent_explorer_shows_saved_widget(visit):
+# Runs in the page once MathJax is done: layout faults, each with where it is. Its argument
+# says whether display maths must fit the column (at desktop width) or may scroll (phone).
+LAYOUT_PROBLEMS = r"""async (mustFit) => {
+    if (window.MathJax && MathJax.startup && MathJax.startup.promise) await MathJax.startup.promise;
+    const out = [];
+    const skip = 'pre, code, kbd, samp, script, style, textarea, mjx-container, .math, .vae-explorer';
+    const article = document.querySelector('article') || document.querySelector('main') || document.body;
+    const column = article.getBoundingClientRect();
+    const short = t => t.replace(/\s+/g, ' ').trim().slice(0, 90);
+    // where an element is: the nearest section heading before it
+    const where = el => {
+        const sec = el.closest('section[id]');
+        const h = sec && sec.querySelector('h1, h2, h3, h4');
+        return sec ? `§"${short(h ? h.textContent.replace(/#$/, '') : sec.id)}"` : 'top of page';
+    };
+    const tex = new Map();
+    if (window.MathJax && MathJax.startup && MathJax.startup.document)
+        for (const item of MathJax.startup.document.math) tex.set(item.typesetRoot, item.math);
+    const texOf = el => { const c = el.querySelector('mjx-container'); return short(tex.get(c) || el.textContent); };
+    const scrolls = el => /(auto|scroll)/.test(getComputedStyle(el).overflowX);
+
+    // 1. markup printed as text: a literal $ (unparsed maths) or a MyST role such as {glue:text}
+    const walker = document.createTreeWalker(article, NodeFilter.SHOW_TEXT);
+    for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+        const t = n.textContent;
+        if (n.parentElement.closest(skip)) continue;
+        if (/\$/.test(t)) out.push(`literal "$" in the text at ${where(n.parentElement)}: "${short(t)}"`);
+        if (/\{(glue|glue:\w+|numref|eq|doc|ref|cite(:\w+)?|math)\}|\{glue:/.test(t))
+            out.push(`MyST role printed as text at ${where(n.parentElement)}: "${short(t)}"`);
+    }
+    // 2. display maths: fits its column (desktop), else scrolls in its own box; number beside it
+    for (const div of article.querySelectorAll('div.math')) {
+        const box = div.querySelector('mjx-container'), formula = box && box.querySelector('mjx-math');
+        if (!formula) continue;
+        const eqno = div.querySelector('.eqno');
+        const name = `${eqno ? 'equation ' + short(eqno.textContent).replace(/#$/, '') : 'unnumbered display'} at ${where(div)}`;
+        const width = formula.getBoundingClientRect().width, room = box.clientWidth;
+        if (mustFit && width > room + 1)
+            out.push(`display maths wider than the column (${Math.round(width)} px in ${Math.round(room)} px), ` +
+                     `${name}: ${texOf(div)}`);
+        else if (width > room + 1 && !scrolls(box))
+            out.push(`display maths cut off without a scroll bar, ${name}: ${texOf(div)}`);
+        if (eqno) {
+            const b = box.getBoundingClientRect(), e = eqno.getBoundingClientRect();
+            if (e.left < b.right - 1 && e.right > b.left + 1 && e.top < b.bottom && e.bottom > b.top)
+                out.push(`the number of ${name} is drawn over the formula: ${texOf(div)}`);
+        }
+        if (div.getBoundingClientRect().right > column.right + 1)
+            out.push(`display maths sticks out of the page's column, ${name}: ${texOf(div)}`);
+    }
+    // 3. inline maths that does not fit its line (clipped, or only visible by scrolling it)
+    for (const span of article.querySelectorAll('span.math')) {
+        const c = span.querySelector('mjx-container');
+        if (!c || span.closest('div.math, .vae-explorer')) continue;
+        const block = span.parentElement.closest('p, li, td, th, dd, dt, figcaption, div') || article;
+        // (not scrollWidth: MathJax's hidden assistive MathML inflates it)
+        const r = span.getBoundingClientRect(), inner = (c.querySelector('mjx-math') || c).getBoundingClientRect();
+        const cut = inner.width > r.width + 1 || r.right > block.getBoundingClientRect().right + 1;
+        if (cut) out.push(`inline formula does not fit its line (${Math.round(inner.width)} px): move it to ` +
+                          `display, at ${where(span)}: ${texOf(span)}`);
+    }
+    // 4. images whose alt text is a file name, a path or a hash (or that have none)
+    for (const img of article.querySelectorAll('img')) {
+        if (img.closest('.vae-explorer, .jupyter-widgets')) continue;
+        const alt = img.getAttribute('alt');
+        const base = (img.getAttribute('src') || '').split('/').pop();
+        const fig = img.closest('figure'), number = fig && fig.querySelector('.caption-number');
+        const at = `${number ? short(number.textContent) + ' ' : ''}at ${where(img)}`;
+        if (alt === null || alt.trim() === '')
+            out.push(`image without alt text ${at}: ${base}`);
+        else if (/\.(png|jpe?g|gif|svg|webp)$/i.test(alt.trim()) || /[\\/]/.test(alt) ||
+                 /^[0-9a-f]{16,}/i.test(alt.trim()) || alt.includes(base))
+            out.push(`image whose alt text is a file name ${at}: "${short(alt)}"`);
+    }
+    // 5. a norm or KL bar in a table: Markdown tables turn \| into |, so KL(q‖p) shows as KL(q|p)
+    for (const cell of article.querySelectorAll('td, th')) {
+        for (const span of cell.querySelectorAll('span.math')) {
+            const t = tex.get(span.querySelector('mjx-container')) || span.textContent;
+            if (/(KL|D_|\bD\b)[^|]*\([^()|]*[^\\]\|[^()|]*\)/.test(t) || /\|\s*[a-zA-Z]\s*\|/.test(t) && /\\/.test(t))
+                out.push(`"\\|" printed as "|" in a table at ${where(cell)}: ${short(t)} (write \\lVert…\\rVert or ‖)`);
+        }
+        if (/KL\s*\([^()|$]*\|[^()|$]*\)/.test(cell.textContent) && !cell.querySelector('span.math'))
+            out.push(`"‖" printed as "|" in a table at ${where(cell)}: ${short(cell.textContent)}`);
+    }
+    // 6. tables wider than the column with no way to scroll to their last columns
+    for (const table of article.querySelectorAll('table')) {
+        const r = table.getBoundingClientRect();
+        let a = table.parentElement, scrollable = false;
+        for (; a && a !== article; a = a.parentElement) if (scrolls(a) && a.scrollWidth > a.clientWidth) scrollable = true;
+        if (r.right > column.right + 1 && !scrollable)
+            out.push(`table cut off at ${where(table)} (${Math.round(r.width)} px wide): ` +
+                     `"${short(table.querySelector('tr') ? table.querySelector('tr').textContent : '')}"`);
+    }
+    // 7. blank gaps: output areas with nothing visible in them
+    for (const o of article.querySelectorAll('.cell_output > *')) {
+        const h = o.getBoundingClientRect().height;
+        const media = 'img, canvas, svg, input, button, select, video, iframe';
+        if (h > 16 && !o.innerText.trim() && !o.matches(media) && !o.querySelector(media))
+            out.push(`blank output area ${Math.round(h)} px high at ${where(o)} (a hidden widget?)`);
+    }
+    // 8. code cells wider than the column (desktop only: on a phone code scrolls, as expected)
+    if (mustFit) for (const pre of article.querySelectorAll('div.cell_input pre')) {
+        if (pre.scrollWidth <= pre.clientWidth + 1) continue;
+        const lines = pre.textContent.split('\n'), longest = lines.reduce((a, b) => a.length >= b.length ? a : b);
+        out.push(`code cell wider than the column (${pre.scrollWidth} px in ${pre.clientWidth} px; ` +
+                 `longest line ${longest.length} characters) at ${where(pre)}: "${short(longest)}"`);
+    }
+    // 9. the build machine's paths in the page (outputs included)
+    const paths = article.innerText.match(/[^\s"']*(\/root\/|\/home\/[\w.-]+\/|\/Users\/[\w.-]+\/|site-packages|dist-packages|\/tmp\/ipykernel|\.pyenv\/)[^\s"']*/g) || [];
+    for (const p of [...new Set(paths)].slice(0, 5)) out.push(`machine path in the page: ${short(p)}`);
+    return out;
+}"""
+
+# Runs in the page with print media emulated: code blocks whose lines would be cut on paper.
+UNWRAPPED_CODE_IN_PRINT = """() => [...document.querySelectorAll('article pre')]
+    .filter(pre => pre.offsetParent !== null && pre.scrollWidth > pre.clientWidth + 1)
+    .map(pre => pre.textContent.split('\\n').reduce((a, b) => a.length >= b.length ? a : b).trim().slice(0, 80))"""
+
+SIZES = {"desktop": (1280, 900), "phone": (390, 844)}
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("page", PAGES or ["book/intro.html"])
+def test_page_layout(visit, page, size):
+    v = visit(page, SIZES[size])
+    problems = v.page.evaluate(LAYOUT_PROBLEMS, size == "desktop")
+    if size == "desktop":
+        v.page.emulate_media(media="print")
+        unwrapped = v.page.evaluate(UNWRAPPED_CODE_IN_PRINT)
+        problems += [f"code not wrapped when printed: {line!r}" for line in unwrapped[:5]]
+    assert not problems, (f"{page} at {SIZES[size][0]}×{SIZES[size][1]}: {len(problems)} problem(s)\n  "
+                          + "\n  ".join(problems))
+
+
+# --- the latent explorer, decoding in the browser -----------------------------------------------
+
+def _floats(b64: str):
+    import base64
+
+    import numpy as np
+    return np.frombuffer(base64.b64decode(b64), dtype="<f4").astype(np.float64)
+
+
+def _canvas_bytes(page):
+    import numpy as np
+    data = page.evaluate("""() => {
+        const c = document.querySelector('.vae-explorer canvas');
+        return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data);
+    }""")
+    return np.asarray(data, dtype=np.float64).reshape(-1, 4)[:, 0]  # grey: the red channel
+
+
+def exercise_explorer(v, decode=None):
+    """Drive the explorer on ``v``'s page; ``decode(z, y)`` gives PyTorch's pixels, if known.
+
+    Returns the explorer's API object's state log for further checks.
+    """
+    import numpy as np
+    page = v.page
+    page.wait_for_selector(".vae-explorer[data-ready]", state="attached", timeout=20_000)
+    api = "document.querySelector('.vae-explorer').vaeExplorer"
+    state = lambda: page.evaluate(f"() => ({{z: {api}.z(), y: {api}.y(), pixels: {api}.pixels()}})")  # noqa: E731
+    check = page.evaluate(f"() => {api}.check")
+    sliders = page.locator(".vae-explorer input[type=range]")
+    assert sliders.count() >= 1
+    assert page.locator(".vae-explorer-warning").count() == 0, page.locator(".vae-explorer-note").inner_text()
+    first, first_canvas = state(), _canvas_bytes(page)
+    assert np.abs(np.asarray(first["pixels"]) - _floats(check["mean"])).max() <= 1e-3
+    np.testing.assert_allclose(first_canvas, np.round(255 * np.asarray(first["pixels"])), atol=1)
+
+    # move the first slider as a reader would (Playwright sets the range input and fires input)
+    sliders.nth(check["moved"]["slider"]).fill(str(check["moved"]["value"]))
+    moved, moved_canvas = state(), _canvas_bytes(page)
+    assert moved["z"][0] == pytest.approx(check["moved"]["value"]) and moved["z"][1:] == first["z"][1:]
+    assert np.abs(moved_canvas - first_canvas).max() > 0, "moving a slider did not change the image"
+    error = np.abs(np.asarray(moved["pixels"]) - _floats(check["moved"]["mean"])).max()
+    assert error <= 1e-3, f"after moving a slider the pixels differ from model.decode(z) by {error:.2e}"
+    np.testing.assert_allclose(moved_canvas, np.round(255 * np.asarray(moved["pixels"])), atol=1)
+    if decode is not None:
+        assert np.abs(np.asarray(moved["pixels"]) - decode(moved["z"], moved["y"])).max() <= 1e-3
+
+    page.locator(".vae-explorer-random").click()
+    drawn = state()
+    span = float(sliders.first.get_attribute("max"))
+    assert drawn["z"] != moved["z"] and all(abs(c) <= span for c in drawn["z"][:sliders.count()])
+    assert np.abs(_canvas_bytes(page) - moved_canvas).max() > 0, "random did not change the image"
+    if decode is not None:
+        assert np.abs(np.asarray(drawn["pixels"]) - decode(drawn["z"], drawn["y"])).max() <= 1e-3
+    page.locator(".vae-explorer-random").click()
+    assert state()["z"] != drawn["z"], "two random draws gave the same code"
+
+    page.locator(".vae-explorer-reset").click()
+    back = state()
+    assert back["z"] == first["z"]
+    np.testing.assert_array_equal(_canvas_bytes(page), first_canvas)
+    return {"first": first, "moved": moved, "drawn": drawn}
+
+
+def test_latent_explorer_decodes_without_a_kernel(visit):
     if WIDGET_PAGE not in PAGES:
         if not PAGES:
             _missing(f"the book is not built (no HTML in {HTML})")
         pytest.fail(f"{WIDGET_PAGE} is not in the built book: the latent-explorer chapter is missing")
     v = visit(WIDGET_PAGE)
-    # embed-amd.js replaces each saved widget view with live DOM once RequireJS has loaded it
-    v.page.wait_for_selector(".jupyter-widgets .widget-slider", state="attached", timeout=20_000)
-    sliders = v.page.locator(".widget-slider").count()
-    images = v.page.evaluate("""() => [...document.querySelectorAll('.widget-image')]
-        .map(img => img.complete && img.naturalWidth > 0)""")
-    assert sliders >= 2, f"expected one slider per latent dimension, found {sliders}"
-    assert images and all(images), f"the explorer's decoded image did not render: {images}"
+    assert v.page.locator(".vae-explorer").count() == 1, \
+        "the chapter shows no kernel-free explorer (the widget's saved state instead?)"
+    log = exercise_explorer(v)
+    assert len(log["first"]["z"]) >= 2
     assert not v.blocked and not v.errors, f"blocked: {v.blocked}; errors: {v.errors}"
+
+
+def _tiny_models():
+    import torch
+
+    import vae_tutorial as vt
+    shape = (1, 8, 8)
+    models = {}
+    for likelihood in ("bernoulli", "continuous_bernoulli", "gaussian"):
+        torch.manual_seed(0)
+        models[likelihood] = vt.VAE(vt.MLPEncoder(shape, [16], 3), vt.MLPDecoder(3, [24, 16], shape),
+                                    likelihood=likelihood, **({"gaussian_logvar": 0.0} if likelihood == "gaussian" else {}))
+    with torch.no_grad():  # Gaussian means that are images: within [0, 1] (they are clipped for display)
+        models["gaussian"].decoder.net[-1].weight.mul_(0.2)
+        models["gaussian"].decoder.net[-1].bias.fill_(0.5)
+    torch.manual_seed(0)
+    models["conditional"] = vt.ConditionalVAE(vt.MLPEncoder(64 + 4, [16], 2), vt.MLPDecoder(2 + 4, [16], shape),
+                                              num_classes=4)
+    # a decoder whose weights float16 cannot carry closely enough: the page gets float32
+    torch.manual_seed(0)
+    models["float32"] = vt.VAE(vt.MLPEncoder(shape, [16], 3), vt.MLPDecoder(3, [256], shape))
+    with torch.no_grad():
+        models["float32"].decoder.net[-1].weight.mul_(40.0)
+    return models
+
+
+@pytest.mark.parametrize("kind", ["bernoulli", "continuous_bernoulli", "gaussian", "conditional", "float32"])
+def test_explorer_html_matches_pytorch(chromium, kind):
+    import json
+    import re
+
+    import numpy as np
+    import torch
+
+    from vae_tutorial.plots import decode_mean, to_image_array
+    from vae_tutorial.widgets import latent_explorer
+    model = _tiny_models()[kind]
+    conditional = kind == "conditional"
+    z0 = torch.tensor([0.4, -1.2] + ([2.5] if not conditional else []))
+    explorer = latent_explorer(model, z0=z0, y=2 if conditional else None, scale=4)
+    page_html = explorer._repr_mimebundle_()["text/html"]
+    spec = json.loads(re.search(r'class="vae-explorer-spec">(.*?)</script>', page_html).group(1))
+    assert spec["dtype"] == ("float32" if kind == "float32" else "float16")
+
+    def decode(z, y):
+        return to_image_array(decode_mean(model, torch.tensor(z)[None], y=y)).reshape(-1).astype(np.float64)
+
+    v = PageVisit(chromium, "", viewport=(390, 844), html=f"<!doctype html><html><body>{page_html}</body></html>")
+    try:
+        exercise_explorer(v, decode)
+        if conditional:
+            v.page.locator(".vae-explorer select").select_option("3")
+            got = v.page.evaluate("() => document.querySelector('.vae-explorer').vaeExplorer.pixels()")
+            z = v.page.evaluate("() => document.querySelector('.vae-explorer').vaeExplorer.z()")
+            assert np.abs(np.asarray(got) - decode(z, 3)).max() <= 1e-3
+        assert not v.errors and not v.blocked, (v.errors, v.blocked)
+    finally:
+        v.close()
