@@ -49,7 +49,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, TensorDataset
 
-from .errors import VAETutorialError
+from .errors import VAETutorialError, check_float, check_int, check_seed, check_unit_interval
 
 __all__ = [
     "DATASETS", "DATA_ENV", "MIRRORS_ENV", "BINARIZE_OPTIONS", "SPLITS", "DatasetError",
@@ -383,7 +383,11 @@ def binarize(images: Tensor, generator: torch.Generator | None = None) -> Tensor
         numbers ``torch.bernoulli(images, generator=generator)`` gives (PyTorch draws its
         Bernoulli variates as ``u < p`` too, and both leave the generator in the same state:
         tested), in about a third of the time, which is a tenth of a small MLP's epoch.
+
+    Raises :class:`~vae_tutorial.errors.DataError` for grey levels outside [0, 1] (0..255
+    pixels would all become 1); ``fit`` has checked its data already and skips this pass.
     """
+    check_unit_interval(images, "binarize")
     u = torch.rand(images.shape, generator=generator, dtype=images.dtype, device=images.device)
     return u.lt_(images)
 
@@ -730,8 +734,10 @@ def sine_waves(n: int, length: int = 64, noise: float = 0.1, seed: int = 0,
         ``TensorDataset(x, factors)`` with ``x`` of shape ``(n, length)`` and ``factors``
         ``(n, 3)`` holding ``(A, f, φ)``; float32; the same for the same ``seed``.
     """
-    if n < 1 or length < 2 or noise < 0:
-        raise ValueError(f"need n ≥ 1, length ≥ 2 and noise ≥ 0 (got {n}, {length}, {noise})")
+    n = check_int("n", n, min=1)
+    length = check_int("length", length, min=2)
+    noise = check_float("noise", noise, min=0.0)
+    seed = check_seed(seed)
     g = torch.Generator().manual_seed(seed)
     amp = 0.5 + torch.rand(n, 1, generator=g)
     lo, hi = freq_range
