@@ -65,10 +65,11 @@ def _check_memory(n_params: int, what: str) -> None:
         ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, ValueError, OSError):  # not POSIX: allow up to 16 GiB of float32
         ram = 1 << 36
-    if 4 * n_params > ram // 2:
-        raise ArgumentError(f"{what} would have {n_params:,} parameters ({4 * n_params / 2**30:.1f} GiB in "
-                            f"float32), more than half of this machine's memory ({ram / 2**30:.1f} GiB); "
-                            "choose smaller layer widths")
+    # Training holds four float32 copies of every parameter: weights, gradients, Adam's two moments.
+    if 16 * n_params > ram:
+        raise ArgumentError(f"{what} would have {n_params:,} parameters: {16 * n_params / 2**30:.1f} GiB to train "
+                            f"(weights, gradients and Adam's moments in float32), more than this machine's memory "
+                            f"({ram / 2**30:.1f} GiB); choose smaller layer widths")
 
 
 def _mlp(sizes: Sequence[int]) -> nn.Sequential:

@@ -546,8 +546,8 @@ def fit(model: torch.nn.Module, train, *, epochs: int, batch_size: int = 128, lr
                         bad = checked + int((~finite).nonzero()[0, 0])
                         raise NonFiniteLossError(
                             f"the loss became NaN or infinite at epoch {epoch + 1}, step {bad + 1}; "
-                            "lower the learning rate, check that the data lie in [0, 1], "
-                            "or start from a fresh model")
+                            "lower the learning rate or start from a fresh model (the data were "
+                            "checked: they are finite and in the likelihood's range)")
                     checked = step + 1
             e, r, k = (log[:, 1:].double().sum(0) / n).tolist()
             record = {"epoch": epoch + 1, "beta": _beta_at(beta, epoch + 1),
