@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import threading
 from contextlib import contextmanager
 
 import torch
@@ -23,6 +24,7 @@ __all__ = [
     "VAETutorialError", "ArgumentError", "ArgumentTypeError", "DataError", "CheckpointError",
     "ResumeMismatchError", "DeviceError", "RunLockedError", "DOCUMENTED_ERRORS", "SEED_MAX",
     "check_int", "check_float", "check_seed", "check_data", "check_model", "unchecked_data",
+    "check_unit_interval", "data_checks_enabled",
 ]
 
 SEED_MAX = 2**32 - 1
@@ -177,24 +179,23 @@ def check_data(images: Tensor, labels: Tensor | None = None, *, likelihood: str 
 
 # ----------------------------------------------------------------------------- per-call pixel checks
 
-_unchecked_depth = 0
+_local = threading.local()  # per thread: a fit in one thread does not switch checks off in another
 
 
 def data_checks_enabled() -> bool:
     """False inside :func:`unchecked_data`, i.e. where the caller has checked the whole data set."""
-    return _unchecked_depth == 0
+    return not getattr(_local, "depth", 0)
 
 
 @contextmanager
 def unchecked_data():
     """Skip the per-call range check of the likelihoods: ``fit`` and ``evaluate_model``
     check the whole data set once with :func:`check_data`, so the hot loop does not pay again."""
-    global _unchecked_depth
-    _unchecked_depth += 1
+    _local.depth = getattr(_local, "depth", 0) + 1
     try:
         yield
     finally:
-        _unchecked_depth -= 1
+        _local.depth -= 1
 
 
 def check_unit_interval(x: Tensor, where: str) -> None:
@@ -202,7 +203,7 @@ def check_unit_interval(x: Tensor, where: str) -> None:
 
     Costs one reduction over ``x``; skipped inside :func:`unchecked_data`.
     """
-    if _unchecked_depth or x.numel() == 0:
+    if getattr(_local, "depth", 0) or x.numel() == 0:
         return
     lo, hi = torch.aminmax(x.detach())
     lo, hi = float(lo), float(hi)
