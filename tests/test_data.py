@@ -37,6 +37,9 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("no_proxy", "*")
     monkeypatch.setenv("NO_PROXY", "*")
     monkeypatch.setattr(data, "SYSTEM_DATA_DIRS", (tmp_path / "system",))
+    # Tiny fake splits stand in for the real ones: the count check of files with no published
+    # hash is tested on its own (tests/test_data_provenance.py).
+    monkeypatch.setattr(data, "SPLIT_SIZES", {})
 
 
 def cache_of(name: str) -> Path:
@@ -44,7 +47,8 @@ def cache_of(name: str) -> Path:
 
 
 def files_under(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+    # The provenance stamp (hashes of the files beside it) is expected; anything else is a stray.
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.name != data.STAMP_FILE) if folder.exists() else []
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
@@ -211,14 +215,18 @@ def test_fashion_mnist_from_debian_folder(monkeypatch):
 
 # ----------------------------------------------------------------------------- where local files come from
 
-def test_root_argument_folder_itself_and_uncompressed(tmp_path):
+def test_root_argument_folder_itself_and_uncompressed(tmp_path, monkeypatch):
     files = tiny_split(marker=3)
+    raw = {name.removesuffix(".gz"): gzip.decompress(content) for name, content in files.items()}
+    # A bare folder is used only for files with the data set's published hashes (here: made up).
+    info = data.DATASETS["mnist"]
+    monkeypatch.setitem(data.DATASETS, "mnist", dataclasses.replace(info, sha256={**info.sha256, **sha256s(files)}))
+    monkeypatch.setitem(data.CONTENT_SHA256, "mnist", {name + ".gz": sha for name, sha in sha256s(raw).items()})
     write_files(tmp_path / "plain", files)
     ds = load_dataset("mnist", root=tmp_path / "plain", download=False)
     assert ds.images.shape == (6, 1, 28, 28) and ds.labels.tolist() == [3] * 6
     assert ds.images.min() == 0 and ds.images.max() == 1
     # The same files uncompressed (as torchvision's raw/ folder holds them) give the same tensors.
-    raw = {name.removesuffix(".gz"): gzip.decompress(content) for name, content in files.items()}
     write_files(tmp_path / "raw", raw)
     same = load_dataset("mnist", root=tmp_path / "raw", download=False)
     assert torch.equal(same.images, ds.images)
@@ -241,29 +249,29 @@ def test_precedence_root_env_cache_system(tmp_path, monkeypatch):
 def test_corrupt_gzip_names_the_file(tmp_path):
     files = tiny_split()
     files[TRAIN_IMAGES] = b"this is not a gzip file" * 10
-    write_files(tmp_path, files)
+    write_files(tmp_path / "mnist", files)
     with pytest.raises(DatasetError, match="corrupt") as err:
         load_dataset("mnist", root=tmp_path, download=False)
-    assert str(tmp_path / TRAIN_IMAGES) in str(err.value) and "Delete it" in str(err.value)
+    assert str(tmp_path / "mnist" / TRAIN_IMAGES) in str(err.value) and "Delete it" in str(err.value)
 
 
 def test_truncated_gzip_stream_names_the_file(tmp_path):
     files = tiny_split()
     files[TRAIN_IMAGES] = files[TRAIN_IMAGES][: len(files[TRAIN_IMAGES]) // 2]
-    write_files(tmp_path, files)
+    write_files(tmp_path / "mnist", files)
     with pytest.raises(DatasetError, match="cannot be decompressed") as err:
         load_dataset("mnist", root=tmp_path, download=False)
-    assert str(tmp_path / TRAIN_IMAGES) in str(err.value)
+    assert str(tmp_path / "mnist" / TRAIN_IMAGES) in str(err.value)
 
 
 def test_truncated_idx_names_the_file(tmp_path):
     files = tiny_split()
     whole = gzip.decompress(files[TRAIN_IMAGES])
     files[TRAIN_IMAGES] = gzip.compress(whole[:-100])  # a valid gzip of a short IDX file
-    write_files(tmp_path, files)
+    write_files(tmp_path / "mnist", files)
     with pytest.raises(DatasetError, match=r"promises 4720 bytes .* holds 4620") as err:
         load_dataset("mnist", root=tmp_path, download=False)
-    assert str(tmp_path / TRAIN_IMAGES) in str(err.value)
+    assert str(tmp_path / "mnist" / TRAIN_IMAGES) in str(err.value)
 
 
 def test_bad_magic_and_wrong_rank(tmp_path):
@@ -284,7 +292,7 @@ def test_bad_magic_and_wrong_rank(tmp_path):
 def test_images_and_labels_of_different_lengths(tmp_path):
     files = tiny_split(n=6)
     files[TRAIN_LABELS] = tiny_split(n=5)[TRAIN_LABELS]
-    write_files(tmp_path, files)
+    write_files(tmp_path / "mnist", files)
     with pytest.raises(DatasetError, match="6 images but .* 5 labels"):
         load_dataset("mnist", root=tmp_path, download=False)
 

@@ -8,6 +8,7 @@ import torch
 
 import vae_tutorial as vt
 from vae_tutorial.data import ImageDataset
+from vae_tutorial.errors import DataError
 from vae_tutorial.train import NonFiniteLossError, load_checkpoint, save_checkpoint
 
 SHAPE = (1, 8, 8)
@@ -185,12 +186,13 @@ def test_huge_learning_rate_raises_non_finite_loss_error_without_checkpoint(smal
     assert not ckpt.exists()
 
 
-def test_nan_data_raises_and_keeps_the_previous_epoch_checkpoint(small, tmp_path):
+def test_nan_data_is_refused_and_keeps_the_previous_epoch_checkpoint(small, tmp_path):
     ckpt = tmp_path / "run.pt"
     vt.fit(mlp_vae(), small, epochs=1, batch_size=64, checkpoint=ckpt, **FIT)
     bad = small.images.clone()
     bad[17, 0, 3, 3] = float("nan")
-    with pytest.raises(NonFiniteLossError, match=r"epoch 2, step [1-8]\b"):
+    # The data are checked once, before any step: the NaN is named, not trained on.
+    with pytest.raises(DataError, match=r"NaN or infinite pixels \(first in example 17\)"):
         vt.fit(mlp_vae(), bad, epochs=3, batch_size=64, checkpoint=ckpt, **FIT)
     assert load_checkpoint(ckpt)["epoch"] == 1
 

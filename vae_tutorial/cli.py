@@ -9,15 +9,21 @@
   bits/dim, the active units and the reconstruction error of a run;
 * ``sample`` decodes ``z ~ p(z) = N(0, I)`` and writes the means of ``p_θ(x|z)`` as a PNG grid.
 
-Mistakes in the input (a missing run folder, a corrupt checkpoint, an unknown data set)
-end with one ``error:`` line and a non-zero exit status, never a traceback.
+Mistakes in the input (a missing run folder, a corrupt checkpoint, an unknown data set,
+an option out of range, a device this machine lacks) end with one ``error:`` line on
+stderr and exit status 1 (2 for a malformed command line), never a traceback and never
+a half-written run folder; ``--debug`` shows the full traceback instead. ``train`` locks
+its run folder (an OS file lock), so a second ``train`` on the same ``--out`` refuses.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,10 +31,11 @@ import torch
 
 from . import __version__
 from .data import BINARIZE_OPTIONS, DATASETS, DatasetError, load_dataset
-from .device import get_device
+from .device import resolve_device
+from .errors import SEED_MAX, RunLockedError, VAETutorialError, check_seed
 from .evaluate import evaluate_model
 from .models import LIKELIHOODS, VAE, ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
-from .train import NonFiniteLossError, fit, linear_warmup, load_checkpoint
+from .train import NonFiniteLossError, check_checkpoint, clean_stale_temporaries, fit, linear_warmup, load_checkpoint
 
 __all__ = ["main", "build_model", "load_run", "CONFIG_FILE", "CHECKPOINT_FILE", "CLIError"]
 
@@ -39,6 +46,10 @@ MODELS = ("mlp", "conv")
 DEFAULT_HIDDEN = {"mlp": [400], "conv": [256]}
 DEFAULT_EPOCHS = {"digits": 50, None: 10}  # digits: 12 steps an epoch, so more epochs for the same work
 ARCHITECTURE_KEYS = ("dataset", "binarize", "image_shape", "model", "latent_dim", "hidden", "likelihood")
+MAX_SAMPLES = 10_000
+"""``sample --n`` above this is refused up front (10 000 images already make a 100×100 grid)."""
+MAX_PNG_PIXELS = 50_000_000
+"""``sample``: the PNG (grid × ``--scale``²) may hold at most this many pixels (~200 MB while drawn)."""
 
 EPILOG = """\
 examples:
@@ -52,8 +63,76 @@ Each command has its own help: python -m vae_tutorial train --help
 """
 
 
-class CLIError(Exception):
+class CLIError(VAETutorialError):
     """A mistake in the command line or its files; printed as one ``error:`` line."""
+
+
+def _positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def validate_config(config: dict, path: Path | str = CONFIG_FILE) -> dict:
+    """Check a run's ``config.json`` against what :func:`build_model` and the commands need.
+
+    Raises :class:`CLIError` naming the file and the key that is missing or malformed.
+    """
+    def bad(key: str, want: str) -> CLIError:
+        got = "missing" if key not in config else f"got {json.dumps(config[key])[:60]}"
+        return CLIError(f"{path}: key {key!r} must be {want} ({got}); this is not a config.json written by "
+                        "'train' (train the run again)")
+
+    if not isinstance(config.get("dataset"), str) or config["dataset"] not in DATASETS:
+        raise bad("dataset", f"one of {', '.join(DATASETS)}")
+    if config.get("binarize", "absent") not in BINARIZE_OPTIONS:
+        raise bad("binarize", "null, \"static\" or \"dynamic\"")
+    if config.get("model") not in MODELS:
+        raise bad("model", f"one of {', '.join(MODELS)}")
+    if config.get("likelihood") not in LIKELIHOODS:
+        raise bad("likelihood", f"one of {', '.join(LIKELIHOODS)}")
+    if not _positive_int(config.get("latent_dim")):
+        raise bad("latent_dim", "a positive integer")
+    hidden = config.get("hidden")
+    if not (isinstance(hidden, list) and hidden and all(_positive_int(h) for h in hidden)):
+        raise bad("hidden", "a non-empty list of positive integers")
+    shape = config.get("image_shape")
+    expected = list(DATASETS[config["dataset"]].image_shape)
+    if shape != expected:
+        raise bad("image_shape", f"{expected}, the shape of {config['dataset']} images")
+    if "training" in config and not isinstance(config["training"], dict):
+        raise bad("training", "an object")
+    return config
+
+
+@contextlib.contextmanager
+def _locked(folder: Path):
+    """Hold an exclusive OS lock (``flock``) on ``folder`` while training writes to it."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock; run folders are not locked there
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunLockedError(f"{folder} is in use: another 'train' is writing to it right now; wait for it "
+                                 "to finish or choose another --out") from None
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def _write_json(path: Path, data: dict) -> None:
+    """Write JSON atomically (temporary file, then rename): never a half-written config.json."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(data, indent=2) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 # ----------------------------------------------------------------------------- models and runs
@@ -103,7 +182,7 @@ def _read_config(run: Path) -> dict:
         raise CLIError(f"{path} is not readable JSON ({e}); train the run again") from None
     if not isinstance(config, dict):
         raise CLIError(f"{path} should hold a JSON object, got {type(config).__name__}; train the run again")
-    return config
+    return validate_config(config, path)
 
 
 def load_run(run: str | Path, device: torch.device | str = "cpu") -> tuple[VAE, dict]:
@@ -115,7 +194,7 @@ def load_run(run: str | Path, device: torch.device | str = "cpu") -> tuple[VAE, 
     ckpt = run / CHECKPOINT_FILE
     if not ckpt.is_file():
         raise CLIError(f"{run} has no {CHECKPOINT_FILE}: its training did not finish an epoch; train it again")
-    state = load_checkpoint(ckpt, map_location="cpu")  # ValueError naming the file when unreadable
+    state = check_checkpoint(load_checkpoint(ckpt, map_location="cpu"), ckpt)  # names the file when unusable
     weights = state.get("model") if isinstance(state, dict) else None
     if not isinstance(weights, dict):
         raise CLIError(f"{ckpt} holds no model weights; train the run again")
@@ -130,7 +209,7 @@ def load_run(run: str | Path, device: torch.device | str = "cpu") -> tuple[VAE, 
 
 def _device(name: str | None) -> torch.device:
     if name is None:
-        return get_device()
+        return resolve_device(None)  # $VAE_TUTORIAL_DEVICE or the best available, checked
     try:
         device = torch.device(name)
     except RuntimeError as e:
@@ -159,25 +238,39 @@ def _fmt(record: dict, epochs: int) -> str:
     return line + f"  ({record['seconds']:.1f} s)"
 
 
+def _check_options(args, *names: str) -> None:
+    """Range checks shared by the commands, before anything is read or written."""
+    if "seed" in names:
+        try:
+            check_seed(args.seed, "--seed")
+        except VAETutorialError as e:
+            raise CLIError(f"{e} (0 ≤ --seed ≤ {SEED_MAX})") from None
+
+
 def cmd_train(args) -> int:
+    # ---- everything is checked before the run folder is touched
+    _check_options(args, "seed")
     device = _device(args.device)
     hidden = args.hidden or DEFAULT_HIDDEN[args.model]
     binarize = None if args.binarize == "none" else args.binarize
     if args.epochs is None:
         args.epochs = DEFAULT_EPOCHS.get(args.dataset, DEFAULT_EPOCHS[None])
+    if not (args.epochs >= 1 and args.batch_size >= 1 and args.lr > 0 and math.isfinite(args.lr)
+            and args.beta >= 0 and math.isfinite(args.beta)):
+        raise CLIError(f"need --epochs >= 1, --batch-size >= 1, --lr > 0 and --beta >= 0, all finite "
+                       f"(got {args.epochs}, {args.batch_size}, {args.lr}, {args.beta})")
+    if not (args.warmup >= 0 and math.isfinite(args.warmup)):
+        raise CLIError(f"--warmup must be a finite number of epochs >= 0 (0: no warm-up), got {args.warmup}")
+    if args.subset is not None and not 0 < args.subset:
+        raise CLIError(f"--subset must be a positive number of images, got {args.subset}")
+    if args.test_images is not None and args.test_images < 0:
+        raise CLIError(f"--test-images must be >= 0, got {args.test_images}")
     train = _load_data(args.dataset, "train", binarize)
     if args.subset is not None:
-        if not 0 < args.subset:
-            raise CLIError(f"--subset must be a positive number of images, got {args.subset}")
         train = train.subset(min(args.subset, len(train)))
     test = _load_data(args.dataset, "test", binarize)
     if args.test_images is not None:
-        if args.test_images < 0:
-            raise CLIError(f"--test-images must be >= 0, got {args.test_images}")
         test = test.subset(min(args.test_images, len(test))) if args.test_images else None
-    if args.epochs < 1 or args.batch_size < 1 or args.lr <= 0 or args.beta < 0:
-        raise CLIError(f"need --epochs >= 1, --batch-size >= 1, --lr > 0 and --beta >= 0 "
-                       f"(got {args.epochs}, {args.batch_size}, {args.lr}, {args.beta})")
     config = {
         "format": CONFIG_FORMAT, "vae_tutorial": __version__,
         "dataset": train.name, "binarize": binarize, "image_shape": list(train.image_shape),
@@ -186,12 +279,36 @@ def cmd_train(args) -> int:
                      "lr": args.lr, "seed": args.seed, "train_images": len(train)},
     }
     torch.manual_seed(args.seed)  # the initial weights
-    model = build_model(config)
+    model = build_model(config)  # refuses sizes that do not fit in memory before allocating them
 
     out = Path(args.out or f"runs/{train.name}-{args.model}")
     ckpt = out / CHECKPOINT_FILE
     if out.exists() and not out.is_dir():
         raise CLIError(f"--out {out} is a file, not a folder; choose another --out")
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CLIError(f"cannot create the run folder {out} ({e.strerror or e}); choose another --out") from None
+    try:
+        with _locked(out):
+            try:
+                return _train_locked(args, out, ckpt, config, model, train, test, device)
+            finally:
+                if not ckpt.exists():  # no epoch finished: leave no half-written run folder behind
+                    (out / CONFIG_FILE).unlink(missing_ok=True)
+                    if created:
+                        with contextlib.suppress(OSError):
+                            out.rmdir()
+    except RunLockedError:
+        if created:  # we made the folder a moment after the other run: leave its contents alone
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise
+
+
+def _train_locked(args, out: Path, ckpt: Path, config: dict, model, train, test, device) -> int:
+    clean_stale_temporaries(ckpt, min_age=0)  # we hold the lock: any temporary is a killed run's
     if ckpt.exists() and args.fresh:
         ckpt.unlink()
     done = 0
@@ -199,17 +316,16 @@ def cmd_train(args) -> int:
         old = _read_config(out)
         old_training = old.get("training") if isinstance(old.get("training"), dict) else {}
         changed = [k for k in ARCHITECTURE_KEYS if old.get(k) != config[k]]
-        changed += [f"--{k.replace('_', '-')}" for k in ("batch_size", "lr", "seed")
+        changed += [f"--{k.replace('_', '-')}" for k in ("batch_size", "lr", "seed", "beta", "warmup")
                     if old_training.get(k) != config["training"][k]]
         if old_training.get("train_images") != len(train):
             changed.append("number of training images")
         if changed:
             raise CLIError(f"{out} already holds a run with a different {', '.join(changed)}; "
                            "pass --fresh to overwrite it or choose another --out")
-        done = int(load_checkpoint(ckpt).get("epoch", 0))
+        done = int(check_checkpoint(load_checkpoint(ckpt), ckpt)["epoch"])
         print(f"resuming the run in {out} after epoch {done} (pass --fresh to start again)")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+    _write_json(out / CONFIG_FILE, config)
 
     n_params = sum(p.numel() for p in model.parameters())
     print(f"training a {args.model} VAE ({n_params:,} parameters, latent {args.latent_dim}, {args.likelihood}) "
@@ -231,12 +347,13 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    device = _device(args.device)
-    model, config = load_run(args.run, device)
+    _check_options(args, "seed")
     if args.k < 1:
         raise CLIError(f"--k must be at least 1 importance sample, got {args.k}")
     if args.max_examples is not None and args.max_examples < 1:
         raise CLIError(f"--max-examples must be positive, got {args.max_examples}")
+    device = _device(args.device)
+    model, config = load_run(args.run, device)
     data = _load_data(config["dataset"], args.split, config.get("binarize"))
     r = evaluate_model(model, data, k=args.k, device=device, seed=args.seed, max_examples=args.max_examples)
     if args.json:
@@ -246,7 +363,8 @@ def cmd_evaluate(args) -> int:
     print(f"ELBO                     {r['elbo']:10.3f} nats  (reconstruction {r['reconstruction']:.3f}, "
           f"KL {r['kl']:.3f})")
     print(f"NLL, IWAE k={r['k']:<6}      {r['nll']:10.3f} nats  = {r['bits_per_dim']:.4f} bits/dim")
-    print(f"active units             {r['active_units']:10d} of {model.latent_dim}")
+    units = "n/a" if r["active_units"] is None else r["active_units"]  # None: one image has no variance
+    print(f"active units             {units:>10} of {model.latent_dim}")
     print(f"reconstruction error     {r['recon_error']:10.3f}  (squared error summed over pixels, per image)")
     return 0
 
@@ -267,20 +385,29 @@ def _write_png(path: Path, grid, scale: int) -> None:
 def cmd_sample(args) -> int:
     from .plots import image_grid
 
-    device = _device(args.device)
-    model, config = load_run(args.run, device)
+    _check_options(args, "seed")
     if args.n < 1 or (args.nrow is not None and args.nrow < 1):
         raise CLIError(f"--n and --nrow must be positive, got {args.n} and {args.nrow}")
-    height = int(config["image_shape"][1])
-    scale = args.scale if args.scale is not None else max(1, 28 // height)
-    if scale < 1:
-        raise CLIError(f"--scale must be a positive integer, got {scale}")
-    nrow = args.nrow or math.ceil(math.sqrt(args.n))
-    generator = torch.Generator(device).manual_seed(args.seed)
-    images = model.sample(args.n, generator)
+    if args.n > MAX_SAMPLES:
+        raise CLIError(f"--n {args.n} is more samples than one PNG grid can show; use --n <= {MAX_SAMPLES:,}")
+    if args.scale is not None and args.scale < 1:
+        raise CLIError(f"--scale must be a positive integer, got {args.scale}")
     out = Path(args.out) if args.out else Path(args.run) / "samples.png"
     if out.suffix.lower() != ".png":
         raise CLIError(f"--out must name a .png file, got {out}")
+    device = _device(args.device)
+    model, config = load_run(args.run, device)
+    _, height, width = (int(v) for v in config["image_shape"])
+    scale = args.scale if args.scale is not None else max(1, 28 // height)
+    nrow = args.nrow or math.ceil(math.sqrt(args.n))
+    cols = min(nrow, args.n)
+    rows = math.ceil(args.n / cols)
+    pixels = (rows * (height + 1) - 1) * (cols * (width + 1) - 1) * scale * scale
+    if pixels > MAX_PNG_PIXELS:
+        raise CLIError(f"the PNG would have {pixels:,} pixels (--n {args.n}, --scale {scale}); "
+                       f"the limit is {MAX_PNG_PIXELS:,}: lower --scale or --n")
+    generator = torch.Generator(device).manual_seed(args.seed)
+    images = model.sample(args.n, generator)
     _write_png(out, image_grid(images, nrow=nrow), scale)
     print(f"wrote {args.n} samples from p(z) = N(0, I) to {out}")
     return 0
@@ -296,6 +423,7 @@ def _parser() -> argparse.ArgumentParser:
                                             "(the vae_tutorial package of the book 'Variational Autoencoders, "
                                             "Correctly').")
     p.add_argument("--version", action="version", version=f"vae_tutorial {__version__}")
+    p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = p.add_subparsers(dest="command", metavar="{train,evaluate,sample}")
 
     t = sub.add_parser("train", formatter_class=fmt, help="train a VAE and save a run folder",
@@ -326,6 +454,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default=None, help="run folder (default runs/<dataset>-<model>)")
     t.add_argument("--fresh", action="store_true", help="discard an existing checkpoint in --out instead of resuming")
     t.add_argument("--device", default=None, help="cpu, cuda, mps... (default: the best available)")
+    t.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                   help="show the full traceback of an error")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", formatter_class=fmt, help="test ELBO, IWAE NLL, bits/dim, active units",
@@ -342,6 +472,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0, help="seed of the importance samples (default 0)")
     e.add_argument("--json", action="store_true", help="print the numbers as JSON")
     e.add_argument("--device", default=None, help="cpu, cuda, mps... (default: the best available)")
+    e.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                   help="show the full traceback of an error")
     e.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("sample", formatter_class=fmt, help="write a PNG grid of samples from the prior",
@@ -355,6 +487,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default=None, help="PNG file (default <run>/samples.png)")
     s.add_argument("--seed", type=int, default=0, help="seed of z (default 0)")
     s.add_argument("--device", default=None, help="cpu, cuda, mps... (default: the best available)")
+    s.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                   help="show the full traceback of an error")
     s.set_defaults(func=cmd_sample)
     return p
 
@@ -368,12 +502,26 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.func(args)
-    except (CLIError, DatasetError, NonFiniteLossError, ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        message = _user_error(e)
+        if message is None or getattr(args, "debug", False):
+            raise  # a bug (or --debug): the full traceback
+        print(f"error: {message}", file=sys.stderr)
+        return 1
+
+
+def _user_error(e: BaseException) -> str | None:
+    """The one-line message of an error the user can fix, or ``None`` for a bug."""
+    if isinstance(e, (VAETutorialError, DatasetError, NonFiniteLossError, ValueError, TypeError, OSError)):
+        return str(e) or type(e).__name__
+    if isinstance(e, MemoryError) or isinstance(e, getattr(torch, "OutOfMemoryError", MemoryError)) or (
+            isinstance(e, RuntimeError) and "alloc" in str(e).lower()):
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        return f"out of memory ({first}); use smaller --hidden, --latent-dim, --batch-size or --n"
+    return None
 
 
 if __name__ == "__main__":

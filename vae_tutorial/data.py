@@ -6,8 +6,10 @@ so training moves it to the device once and never touches Python per example.
 
 Where the 28×28 files come from, in order (first hit wins, file by file):
 
-1. ``root`` if given, else ``$VAE_TUTORIAL_DATA``: the folder itself, ``<folder>/<name>``,
-   or torchvision's layout ``<folder>/<TorchvisionName>/raw``;
+1. ``root`` if given, else ``$VAE_TUTORIAL_DATA``: ``<folder>/<name>``, torchvision's layout
+   ``<folder>/<TorchvisionName>/raw``, or the bare folder itself, which is used only for files
+   whose SHA-256 is this data set's published one (a bare folder does not say which data set
+   it holds);
 2. the user cache, ``$XDG_CACHE_HOME/vae_tutorial/<name>`` (default ``~/.cache/vae_tutorial/<name>``);
 3. folders that distributions install, ``/usr/share/datasets/<name>`` (Debian's
    ``dataset-fashion-mnist`` puts Fashion-MNIST there) and ``/usr/local/share/datasets/<name>``;
@@ -16,16 +18,25 @@ Where the 28×28 files come from, in order (first hit wins, file by file):
 Files are the original gzip-compressed IDX files (``train-images-idx3-ubyte.gz`` ...), or the
 same files uncompressed. :data:`DATASETS` is the one source of truth for names, files, hashes,
 mirrors and class names.
+
+Provenance. Each file found is hashed once (SHA-256) and the result remembered in a small
+stamp, ``.vae_tutorial-verified.json`` beside the files (or in the user cache when that folder
+is read-only), keyed by the file's size and modification time. A file whose hash is another
+data set's (Fashion-MNIST files in an ``mnist/`` folder) is refused. A file with no published
+hash to match (Debian's recompressed copies) is accepted from a folder named after the data
+set if its shape and count are right (60 000 train / 10 000 test images of 28×28, labels 0..9).
 """
 from __future__ import annotations
 
 import gzip
 import hashlib
 import http.client
+import json
 import math
 import os
 import sys
 import tempfile
+import time
 import urllib.error
 import urllib.request
 import zlib
@@ -37,6 +48,8 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset, TensorDataset
+
+from .errors import VAETutorialError, check_float, check_int, check_seed, check_unit_interval
 
 __all__ = [
     "DATASETS", "DATA_ENV", "MIRRORS_ENV", "BINARIZE_OPTIONS", "SPLITS", "DatasetError",
@@ -61,6 +74,27 @@ STATIC_BINARIZATION_SEED = 0
 """Seed of the one fixed Bernoulli sample behind ``binarize="static"``."""
 DOWNLOAD_TIMEOUT = 30.0
 """Seconds without data after which a mirror counts as unreachable."""
+DOWNLOAD_DEADLINE = 600.0
+"""Seconds one file's download may take in all, however slowly the bytes trickle in
+(overridden by ``$VAE_TUTORIAL_DOWNLOAD_DEADLINE``)."""
+DEADLINE_ENV = "VAE_TUTORIAL_DOWNLOAD_DEADLINE"
+STAMP_FILE = ".vae_tutorial-verified.json"
+"""Name of the stamp that remembers the SHA-256 of the data files next to it."""
+STALE_PART_SECONDS = 60.0
+"""A ``.part`` file untouched this long was left by a killed download and is removed."""
+SPLIT_SIZES = {"train": 60000, "test": 10000}
+"""Number of images of each split of the 28×28 data sets: the shape check of a file with no published hash."""
+CONTENT_SHA256 = {
+    # SHA-256 of the *uncompressed* IDX files (the same bytes whatever gzip wrapped them):
+    # they identify Debian's recompressed Fashion-MNIST, and uncompressed copies.
+    "fashion-mnist": {
+        "train-images-idx3-ubyte.gz": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+        "train-labels-idx1-ubyte.gz": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+        "t10k-images-idx3-ubyte.gz": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+        "t10k-labels-idx1-ubyte.gz": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+    },
+}
+"""Data set → file → SHA-256 of its uncompressed bytes, where known."""
 DIGITS_TRAIN_SIZE = 1500
 """``"digits"``: the first 1500 of scikit-learn's 1797 images are the training split, the rest the test split."""
 
@@ -157,7 +191,7 @@ DATASETS: dict[str, DatasetInfo] = {
 """Name → :class:`DatasetInfo`: the data sets :func:`load_dataset` knows."""
 
 
-class DatasetError(ValueError):
+class DatasetError(VAETutorialError, ValueError):
     """A data file is missing, corrupt, or failed its checksum; the message says how to fix it."""
 
 
@@ -280,12 +314,21 @@ def load_dataset(name: str, split: str = "train", root: str | os.PathLike | None
         images, labels = _load_digits(split)
     else:
         image_file, label_file = info.files[split]
-        images_u8 = read_idx(_locate(info, image_file, root, download, mirrors), ndim=3)
-        labels_u8 = read_idx(_locate(info, label_file, root, download, mirrors), ndim=1)
+        image_path = _locate(info, image_file, root, download, mirrors)
+        label_path = _locate(info, label_file, root, download, mirrors)
+        images_u8 = read_idx(image_path, ndim=3)
+        labels_u8 = read_idx(label_path, ndim=1)
+        if images_u8.shape[1:] != info.image_shape[1:]:
+            raise DatasetError(f"{info.title} {split}: {image_path} holds images of "
+                               f"{'x'.join(map(str, images_u8.shape[1:]))} pixels, but {info.title} images are "
+                               f"{'x'.join(map(str, info.image_shape[1:]))}; this is not the {info.title} "
+                               "file. Delete it and load again to re-download it.")
         if images_u8.shape[0] != labels_u8.shape[0]:
             raise DatasetError(f"{info.title} {split}: {image_file} holds {images_u8.shape[0]} images but "
                                f"{label_file} holds {labels_u8.shape[0]} labels; the two files come from "
                                "different releases. Delete both and load again to re-download them.")
+        if not (_hash_verified(info, image_file, image_path) and _hash_verified(info, label_file, label_path)):
+            _check_counts(info, split, image_path, images_u8.shape[0], label_path, labels_u8)
         # astype makes the one (writable) copy; the division then runs in place.
         images = torch.from_numpy(images_u8.astype(np.float32)).unsqueeze(1).div_(255.0)
         labels = torch.from_numpy(labels_u8.astype(np.int64))
@@ -293,6 +336,19 @@ def load_dataset(name: str, split: str = "train", root: str | os.PathLike | None
     if binarize == "static":
         images = _static_binarization(images)
     return ImageDataset(images, labels, classes=info.classes, name=info.name, split=split, binarize=binarize)
+
+
+def _check_counts(info: DatasetInfo, split: str, image_path: Path, n_images: int,
+                  label_path: Path, labels_u8: np.ndarray) -> None:
+    """The shape check of files with no published hash: image count and label range."""
+    expected = SPLIT_SIZES.get(split)
+    if expected is not None and n_images != expected:
+        raise DatasetError(f"{image_path} holds {n_images} images, but the {info.title} {split} split has "
+                           f"{expected}; it is not (all of) the {info.title} file. Delete it and load again "
+                           "to re-download it.")
+    if labels_u8.size and int(labels_u8.max()) >= len(info.classes):
+        raise DatasetError(f"{label_path} holds label {int(labels_u8.max())}, but {info.title} has "
+                           f"{len(info.classes)} classes; it is not the {info.title} labels file.")
 
 
 def _info(name: str) -> DatasetInfo:
@@ -327,7 +383,11 @@ def binarize(images: Tensor, generator: torch.Generator | None = None) -> Tensor
         numbers ``torch.bernoulli(images, generator=generator)`` gives (PyTorch draws its
         Bernoulli variates as ``u < p`` too, and both leave the generator in the same state:
         tested), in about a third of the time, which is a tenth of a small MLP's epoch.
+
+    Raises :class:`~vae_tutorial.errors.DataError` for grey levels outside [0, 1] (0..255
+    pixels would all become 1); ``fit`` has checked its data already and skips this pass.
     """
+    check_unit_interval(images, "binarize")
     u = torch.rand(images.shape, generator=generator, dtype=images.dtype, device=images.device)
     return u.lt_(images)
 
@@ -370,7 +430,7 @@ def read_idx(path: str | os.PathLike, ndim: int | None = None) -> np.ndarray:
     if len(data) < header:
         raise _corrupt(path, "its header is truncated")
     shape = tuple(int(s) for s in np.frombuffer(data, dtype=">u4", count=dims, offset=4))
-    expected = header + int(np.prod(shape, dtype=np.int64))
+    expected = header + math.prod(shape)  # Python ints: a huge header cannot overflow
     if len(data) != expected:
         raise _corrupt(path, f"its header promises {expected} bytes for shape {shape}, "
                              f"but it holds {len(data)}")
@@ -417,9 +477,10 @@ def _search_dirs(info: DatasetInfo, root) -> list[Path]:
     dirs = []
     user = _user_root(root)
     if user is not None:
-        dirs += [user, user / info.name]
+        dirs.append(user / info.name)
         if info.torchvision_dir:
             dirs.append(user / info.torchvision_dir / "raw")
+        dirs.append(user)  # the bare folder: only files with this data set's published hash
     dirs.append(cache_dir(info.name))
     dirs += [d / info.name for d in SYSTEM_DATA_DIRS]
     return dirs
@@ -428,15 +489,23 @@ def _search_dirs(info: DatasetInfo, root) -> list[Path]:
 def _locate(info: DatasetInfo, filename: str, root, download: bool, mirrors) -> Path:
     """Path of ``filename`` (gzipped, or the same file uncompressed), downloading it if need be."""
     searched = _search_dirs(info, root)
+    user = _user_root(root)
+    refused = []
     for folder in searched:
         for candidate in (folder / filename, folder / filename.removesuffix(".gz")):
             if candidate.is_file():
-                return candidate
+                bare = user is not None and folder == user
+                why = _provenance(info, filename, candidate, bare)
+                if why is None:
+                    return candidate
+                refused.append(why)
+    if refused:  # never download over (or next to) a file that claims to be this one
+        raise DatasetError(refused[0])
     if not download:
         raise DatasetNotFoundError(_not_found_message(info, filename, searched, "download=False was given"))
 
-    user = _user_root(root)
     target_dir = user / info.name if user is not None else cache_dir(info.name)
+    _clean_stale_parts(target_dir, filename)
     if mirrors is None:
         env = os.environ.get(MIRRORS_ENV, "").replace(",", " ").split()
         mirrors = env or info.mirrors
@@ -450,6 +519,107 @@ def _locate(info: DatasetInfo, filename: str, root, download: bool, mirrors) -> 
     raise DatasetNotFoundError(_not_found_message(
         info, filename, searched,
         "every mirror failed:\n    " + "\n    ".join(failures or ["(no mirrors configured)"])))
+
+
+# ----------------------------------------------------------------------------- provenance
+
+_verified: dict[tuple, tuple[str, str | None]] = {}  # (path, size, mtime) → hashes, for this process
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _content_sha256(path: Path) -> str | None:
+    try:
+        raw = path.read_bytes()
+        return hashlib.sha256(gzip.decompress(raw) if path.suffix == ".gz" else raw).hexdigest()
+    except (OSError, EOFError, zlib.error):
+        return None  # read_idx will name the corruption
+
+
+def _stamp_path(folder: Path) -> Path:
+    # Never write into a distribution's folder (even as root): the package manager owns it.
+    if os.access(folder, os.W_OK) and not any(_is_within(folder, d) for d in SYSTEM_DATA_DIRS):
+        return folder / STAMP_FILE
+    key = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:16]
+    return cache_dir() / "stamps" / f"{key}.json"
+
+
+def _hashes(path: Path) -> tuple[str, str | None]:
+    """``(SHA-256 of the file, SHA-256 of its uncompressed bytes)``, remembered in a stamp beside it."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key in _verified:
+        return _verified[key]
+    stamp = _stamp_path(path.parent)
+    try:
+        entries = json.loads(stamp.read_text())
+        if not isinstance(entries, dict):
+            entries = {}
+    except (OSError, ValueError):
+        entries = {}
+    entry = entries.get(path.name)
+    if (isinstance(entry, dict) and entry.get("size") == st.st_size and entry.get("mtime_ns") == st.st_mtime_ns
+            and isinstance(entry.get("sha256"), str)):
+        result = (entry["sha256"], entry.get("content_sha256"))
+    else:
+        result = (_file_sha256(path), _content_sha256(path))
+        entries[path.name] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": result[0],
+                              "content_sha256": result[1]}
+        try:  # a stamp is an optimisation: a read-only disk only costs a re-hash next time
+            stamp.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=stamp.parent, prefix=stamp.name + ".", suffix=".tmp")
+            with os.fdopen(fd, "w") as f:
+                json.dump(entries, f, indent=1)
+            os.replace(tmp, stamp)
+        except OSError:
+            pass
+    _verified[key] = result
+    return result
+
+
+def _hash_verified(info: DatasetInfo, filename: str, path: Path) -> bool:
+    """Does ``path`` carry ``info``'s published SHA-256 (of the file, or of its uncompressed bytes)?"""
+    sha, content = _hashes(path)
+    return sha == info.sha256.get(filename) or content == CONTENT_SHA256.get(info.name, {}).get(filename)
+
+
+def _provenance(info: DatasetInfo, filename: str, path: Path, bare: bool) -> str | None:
+    """``None`` if ``path`` may be used as ``info``'s ``filename``, else why not (a message)."""
+    if _hash_verified(info, filename, path):
+        return None
+    sha, content = _hashes(path)
+    for other in DATASETS.values():
+        if other.name == info.name:
+            continue
+        if sha in other.sha256.values() or content in CONTENT_SHA256.get(other.name, {}).values():
+            return (f"{path} is a {other.title} file, not {info.title}: its SHA-256 is {other.title}'s. "
+                    f"Put the {info.title} files in a folder of their own "
+                    f"({(path.parent if bare else path.parent.parent) / info.name} "
+                    f"or {cache_dir(info.name)}).")
+    if bare:
+        return (f"{path} lies in the bare folder {path.parent} and its SHA-256 is not {info.title}'s published "
+                f"one, so it cannot be told apart from another data set's file. Move the {info.title} files "
+                f"to {path.parent / info.name}/ (a folder named after the data set) to use them.")
+    return None  # a folder named after the data set: the shape and count checks decide
+
+
+def _clean_stale_parts(folder: Path, filename: str, min_age: float = STALE_PART_SECONDS) -> None:
+    """Delete ``.<filename>.*.part`` files that a killed download left (untouched for ``min_age`` s)."""
+    if not folder.is_dir():
+        return
+    now = time.time()
+    for part in folder.glob(f".{filename}.*.part"):
+        try:
+            if now - part.stat().st_mtime >= min_age:
+                part.unlink()
+        except OSError:
+            pass
 
 
 def _not_found_message(info: DatasetInfo, filename: str, searched: Sequence[Path], why: str) -> str:
@@ -494,13 +664,26 @@ def _download(url: str, dest: Path, sha256: str) -> Path:
     try:
         digest = hashlib.sha256()
         received = 0
+        deadline = _download_deadline()
+        start = time.monotonic()
         try:
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as response:
+            timeout = min(DOWNLOAD_TIMEOUT, deadline)
+            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
                 announced = response.headers.get("Content-Length")
-                while chunk := response.read(1 << 20):
+                # read1 returns what one socket read delivers, so the deadline is checked between
+                # trickles too (read(n) would wait for all n bytes, each read within its own timeout).
+                while chunk := response.read1(1 << 20):
                     out.write(chunk)
                     digest.update(chunk)
                     received += len(chunk)
+                    elapsed = time.monotonic() - start
+                    if elapsed > deadline:
+                        raise _MirrorFailure(
+                            f"too slow: {received} bytes in {elapsed:.1f} s ({received / elapsed:,.0f} B/s"
+                            f"{f' of {int(announced):,} bytes' if announced else ''}), past the "
+                            f"{deadline:g} s deadline (set ${DEADLINE_ENV} to allow longer)")
+        except _MirrorFailure:
+            raise
         except urllib.error.HTTPError as e:
             raise _MirrorFailure(f"HTTP {e.code} {e.reason}") from None
         except urllib.error.URLError as e:
@@ -526,6 +709,19 @@ def _download(url: str, dest: Path, sha256: str) -> Path:
                 pass
 
 
+def _download_deadline() -> float:
+    raw = os.environ.get(DEADLINE_ENV, "").strip()
+    if not raw:
+        return DOWNLOAD_DEADLINE
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not (math.isfinite(value) and value > 0):
+        raise DatasetError(f"${DEADLINE_ENV}={raw!r} must be a positive number of seconds")
+    return value
+
+
 def sine_waves(n: int, length: int = 64, noise: float = 0.1, seed: int = 0,
                freq_range: tuple[float, float] = (1.0, 3.0)) -> TensorDataset:
     """A toy sequence data set (a stand-in for audio): noisy sine waves.
@@ -538,8 +734,10 @@ def sine_waves(n: int, length: int = 64, noise: float = 0.1, seed: int = 0,
         ``TensorDataset(x, factors)`` with ``x`` of shape ``(n, length)`` and ``factors``
         ``(n, 3)`` holding ``(A, f, φ)``; float32; the same for the same ``seed``.
     """
-    if n < 1 or length < 2 or noise < 0:
-        raise ValueError(f"need n ≥ 1, length ≥ 2 and noise ≥ 0 (got {n}, {length}, {noise})")
+    n = check_int("n", n, min=1)
+    length = check_int("length", length, min=2)
+    noise = check_float("noise", noise, min=0.0)
+    seed = check_seed(seed)
     g = torch.Generator().manual_seed(seed)
     amp = 0.5 + torch.rand(n, 1, generator=g)
     lo, hi = freq_range

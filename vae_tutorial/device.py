@@ -7,7 +7,9 @@ import random
 import numpy as np
 import torch
 
-__all__ = ["get_device", "seed_everything"]
+from .errors import ArgumentTypeError, DeviceError, check_seed
+
+__all__ = ["get_device", "seed_everything", "resolve_device", "check_available"]
 
 
 def get_device() -> torch.device:
@@ -20,8 +22,9 @@ def get_device() -> torch.device:
         try:
             device = torch.device(wanted)
         except RuntimeError as e:
-            raise ValueError(f"$VAE_TUTORIAL_DEVICE={wanted!r} is not a device name ({e}); "
-                             "use e.g. 'cpu', 'cuda' or 'mps'") from None
+            raise DeviceError(f"$VAE_TUTORIAL_DEVICE={wanted!r} is not a device name ({e}); "
+                              "use e.g. 'cpu', 'cuda' or 'mps'") from None
+        check_available(device, f"$VAE_TUTORIAL_DEVICE={wanted}")
         return device
     if torch.cuda.is_available():
         return torch.device("cuda")
@@ -31,8 +34,56 @@ def get_device() -> torch.device:
     return torch.device("cpu")
 
 
+def check_available(device: torch.device, origin: str = "device") -> None:
+    """Raise :class:`~vae_tutorial.errors.DeviceError` if this machine cannot use ``device``.
+
+    Catches ``cuda`` on a CPU-only PyTorch (or an index past the last GPU) and ``mps``
+    off Apple silicon before any tensor is moved, instead of a long traceback later.
+    """
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(f"{origin}: this PyTorch sees no CUDA GPU; use 'cpu' "
+                              "(or unset $VAE_TUTORIAL_DEVICE)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise DeviceError(f"{origin}: there are only {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if not (mps is not None and mps.is_available()):
+            raise DeviceError(f"{origin}: Apple MPS is not available here; use 'cpu' "
+                              "(or unset $VAE_TUTORIAL_DEVICE)")
+    elif device.type not in ("cpu", "meta") and not _backend_available(device.type):
+        raise DeviceError(f"{origin}: the {device.type!r} backend is not available here; use 'cpu'")
+
+
+def _backend_available(kind: str) -> bool:
+    module = getattr(torch, kind, None)
+    is_available = getattr(module, "is_available", None)
+    try:
+        return bool(is_available()) if callable(is_available) else False
+    except Exception:  # a backend probe must never crash device selection
+        return False
+
+
+def resolve_device(device=None, name: str = "device") -> torch.device:
+    """``device`` (a ``torch.device``, a string, or ``None`` for :func:`get_device`) checked as available."""
+    if device is None:
+        return get_device()
+    if not isinstance(device, (str, torch.device)):
+        raise ArgumentTypeError(f"{name} must be a string such as 'cpu' or a torch.device, got {device!r}")
+    try:
+        device = torch.device(device)
+    except RuntimeError as e:
+        raise DeviceError(f"{name}={device!r} is not a device name ({e}); use e.g. 'cpu', 'cuda' or 'mps'") from None
+    check_available(device, f"{name}={device}")
+    return device
+
+
 def seed_everything(seed: int = 0) -> torch.Generator:
-    """Seed Python, NumPy and PyTorch; return a CPU ``torch.Generator`` seeded with ``seed``."""
+    """Seed Python, NumPy and PyTorch; return a CPU ``torch.Generator`` seeded with ``seed``.
+
+    ``seed`` must be an integer in ``[0, 2**32 − 1]`` (NumPy's limit).
+    """
+    seed = check_seed(seed)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)

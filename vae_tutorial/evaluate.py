@@ -7,9 +7,10 @@ import torch
 from torch import Tensor
 
 from .data import binarize
-from .device import get_device
+from .device import resolve_device
+from .errors import DataError, check_int, check_model, check_seed, unchecked_data
 from .losses import elbo, estimate_log_likelihood
-from .train import dataset_tensors
+from .train import _check_data_once, dataset_tensors
 
 __all__ = ["active_units", "bits_per_dim", "evaluate_model", "reconstruction_error", "ACTIVE_UNIT_THRESHOLD"]
 
@@ -27,7 +28,13 @@ def bits_per_dim(nll_nats: float | Tensor, num_dims: int) -> float | Tensor:
 
 @torch.no_grad()
 def posterior_mean_variance(model, x: Tensor, y: Tensor | None = None, batch_size: int = 1024) -> Tensor:
-    """``Var_x(μ_φ(x))`` for each latent dimension, shape ``(Z,)``."""
+    """``Var_x(μ_φ(x))`` for each latent dimension, shape ``(Z,)``.
+
+    Needs at least two examples (the variance of one sample is undefined): raises
+    :class:`~vae_tutorial.errors.DataError` otherwise, rather than returning NaN.
+    """
+    if x.shape[0] < 2:
+        raise DataError(f"the variance of the posterior means needs at least 2 examples, got {x.shape[0]}")
     mus = []
     for i in range(0, x.shape[0], batch_size):
         cond = () if y is None else (y[i:i + batch_size],)
@@ -40,7 +47,7 @@ def active_units(model, x: Tensor, threshold: float = ACTIVE_UNIT_THRESHOLD, y: 
     """Number of latent dimensions ``j`` with ``Var_x(E_{q_φ(z|x)}[z_j]) > threshold``.
 
     A dimension whose posterior mean does not move with ``x`` carries no information:
-    it has collapsed to the prior (posterior collapse).
+    it has collapsed to the prior (posterior collapse). Needs at least two examples.
     """
     return int((posterior_mean_variance(model, x, y) > threshold).sum())
 
@@ -67,12 +74,32 @@ def evaluate_model(model, data, *, k: int = 1000, batch_size: int = 100, device=
     samples, nats), ``bits_per_dim``, ``active_units``, ``recon_error`` (summed squared
     error), plus ``n``, ``k`` and ``dims``. A data set with ``binarize == "dynamic"``
     is binarised once with ``seed`` so that the number is reproducible.
+
+    ``active_units`` is ``None`` for a single example: a variance over one point is
+    undefined (it would be NaN, and "0 active units" would be wrong).
+
+    Raises:
+        ArgumentError, ArgumentTypeError: ``k``, ``batch_size``, ``max_examples`` not
+            positive integers, ``seed`` out of range, ``model`` not a VAE.
+        DataError: empty data, NaN/inf pixels, pixels outside what the likelihood
+            needs, labels out of range (checked once, before any batch).
     """
-    device = torch.device(device) if device is not None else get_device()
+    check_model(model)
+    k = check_int("k", k, min=1)
+    batch_size = check_int("batch_size", batch_size, min=1)
+    seed = check_seed(seed)
+    if max_examples is not None:
+        max_examples = check_int("max_examples", max_examples, min=1)
+    device = resolve_device(device)
     images, labels = dataset_tensors(data)
     if max_examples is not None:
         images = images[:max_examples]
         labels = labels[:max_examples] if labels is not None else None
+    conditional = hasattr(model, "num_classes")
+    if conditional and labels is None:
+        raise DataError("a ConditionalVAE needs a data set with labels")
+    _check_data_once(images, labels, getattr(model, "likelihood", None),
+                     getattr(model, "num_classes", None) if conditional else None, "the evaluation data")
     dtype = next(model.parameters()).dtype
     images = images.to(device=device, dtype=dtype)
     gen = torch.Generator(device=device).manual_seed(seed)
@@ -84,20 +111,23 @@ def evaluate_model(model, data, *, k: int = 1000, batch_size: int = 100, device=
     was_training = model.training
     model.eval()
     totals = torch.zeros(4, dtype=torch.float64, device=device)
-    for i in range(0, images.shape[0], batch_size):
-        x = images[i:i + batch_size]
-        y = labels[i:i + batch_size] if labels is not None else None
-        t = elbo(model, x, 1.0, y=y, generator=gen)
-        ll = estimate_log_likelihood(model, x, k, y=y, generator=gen)
-        totals += torch.stack([t.elbo.sum(), t.reconstruction.sum(), t.kl.sum(), ll.sum()]).double()
-    model.train(was_training)
+    try:
+        with unchecked_data():  # checked once above
+            for i in range(0, images.shape[0], batch_size):
+                x = images[i:i + batch_size]
+                y = labels[i:i + batch_size] if labels is not None else None
+                t = elbo(model, x, 1.0, y=y, generator=gen)
+                ll = estimate_log_likelihood(model, x, k, y=y, generator=gen)
+                totals += torch.stack([t.elbo.sum(), t.reconstruction.sum(), t.kl.sum(), ll.sum()]).double()
+    finally:
+        model.train(was_training)
     n = images.shape[0]
     e, r, kl, ll = (totals / n).tolist()
     dims = images[0].numel()
     return {
         "elbo": e, "reconstruction": r, "kl": kl, "nll": -ll,
         "bits_per_dim": bits_per_dim(-ll, dims),
-        "active_units": active_units(model, images, y=labels),
+        "active_units": active_units(model, images, y=labels) if n >= 2 else None,
         "recon_error": float(reconstruction_error(model, images, labels).mean()),
         "n": n, "k": k, "dims": dims,
     }

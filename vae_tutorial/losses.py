@@ -15,11 +15,14 @@ reconstruction term, the accidental β of errata E9).
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from .errors import ArgumentError, DataError, check_unit_interval
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -122,7 +125,13 @@ def bernoulli_log_likelihood(logits: Tensor, x: Tensor) -> Tensor:
 
     Returns:
         ``(B,)`` log-likelihood per example, summed over the ``D`` data dimensions.
+
+    Raises:
+        DataError: if ``x`` leaves [0, 1] (e.g. 0..255 pixels), where the formula still
+            returns finite but meaningless numbers. The check is one reduction over ``x``;
+            ``fit`` and ``evaluate_model`` check the whole data set once and skip it.
     """
+    check_unit_interval(x, "bernoulli_log_likelihood")
     logits, x = _flat(logits), _flat(x)
     return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(dim=-1)
 
@@ -178,7 +187,11 @@ def continuous_bernoulli_log_likelihood(logits: Tensor, x: Tensor) -> Tensor:
 
     Returns:
         ``(B,)`` log density per example.
+
+    Raises:
+        DataError: if ``x`` leaves [0, 1], the support of the density.
     """
+    check_unit_interval(x, "continuous_bernoulli_log_likelihood")
     return bernoulli_log_likelihood(logits, x) + _flat(continuous_bernoulli_log_norm(logits)).sum(dim=-1)
 
 
@@ -288,6 +301,7 @@ def elbo(model, x: Tensor, beta: float = 1.0, *, y: Tensor | None = None,
     Returns:
         :class:`ELBOTerms` with per-example tensors of shape ``(B,)``.
     """
+    _check_batch(x, "elbo")
     mu, logvar = model.encode(x, *_cond(y))
     if logvar is None:  # deterministic autoencoder: no posterior, no KL
         rec = model.log_likelihood(x, model.decode(mu, *_cond(y)))
@@ -298,6 +312,13 @@ def elbo(model, x: Tensor, beta: float = 1.0, *, y: Tensor | None = None,
     kl_dims = kl_standard_normal_per_dim(mu, logvar)
     kl = kl_dims.sum(dim=-1)
     return ELBOTerms(elbo=rec - beta * kl, reconstruction=rec, kl=kl, kl_per_dim=kl_dims)
+
+
+def _check_batch(x: Tensor, where: str) -> None:
+    # A shape test only (no pass over the data): cheap enough for every training step.
+    if not isinstance(x, Tensor) or x.dim() == 0 or x.shape[0] == 0:
+        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise DataError(f"{where} needs a non-empty batch x of shape (B, ...) with B ≥ 1, got {shape}")
 
 
 def _chunk_size(batch: int, data_dims: int, k: int, max_elements: int) -> int:
@@ -352,9 +373,11 @@ def iwae_bound(model, x: Tensor, k: int, *, y: Tensor | None = None,
     Returns:
         ``(B,)`` bound per example, in nats.
     """
-    if int(k) != k or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
+    if (isinstance(k, bool) or not isinstance(k, numbers.Real) or not float(k).is_integer()
+            or k < 1):
+        raise ArgumentError(f"k must be a positive integer, got {k!r}")
     k = int(k)
+    _check_batch(x, "iwae_bound")
     total = None
     for log_w in iwae_log_weights(model, x, k, y=y, generator=generator, max_elements=max_elements):
         chunk = torch.logsumexp(log_w, dim=0)

@@ -8,6 +8,8 @@ mean of a Gaussian), shaped like the data.
 from __future__ import annotations
 
 import math
+import numbers
+import os
 from typing import Sequence
 
 import torch
@@ -22,6 +24,7 @@ from .losses import (
     gaussian_log_likelihood,
     reparameterize,
 )
+from .errors import ArgumentError, ArgumentTypeError, check_int
 
 __all__ = [
     "Autoencoder",
@@ -39,12 +42,41 @@ LIKELIHOODS = ("bernoulli", "gaussian", "continuous_bernoulli", "discretized_log
 Shape = int | Sequence[int]
 
 
-def _as_shape(s: Shape) -> tuple[int, ...]:
-    return (int(s),) if isinstance(s, int) else tuple(int(v) for v in s)
+def _as_shape(s: Shape, name: str = "shape") -> tuple[int, ...]:
+    if isinstance(s, (str, bytes, dict)) or not (isinstance(s, numbers.Integral) or hasattr(s, "__iter__")):
+        raise ArgumentTypeError(f"{name} must be a positive integer or a shape such as (1, 28, 28), "
+                                f"got {s!r}")
+    if isinstance(s, numbers.Integral):
+        return (check_int(name, s, min=1),)
+    s = list(s)
+    if len(s) == 0:
+        raise ArgumentError(f"{name} must not be empty")
+    return tuple(check_int(f"{name}[{i}]", v, min=1) for i, v in enumerate(s))
+
+
+def _sizes(name: str, hidden) -> list[int]:
+    """Hidden widths: a sequence of positive integers (``[]`` for no hidden layer)."""
+    if isinstance(hidden, (str, bytes)) or not hasattr(hidden, "__iter__") or isinstance(hidden, dict):
+        raise ArgumentTypeError(f"{name} must be a list of layer widths such as [400], got {hidden!r}")
+    return [check_int(f"{name}[{i}]", h, min=1) for i, h in enumerate(hidden)]
+
+
+def _check_memory(n_params: int, what: str) -> None:
+    """Refuse, before allocating, a model whose weights alone would not fit in this machine's RAM."""
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not POSIX: allow up to 16 GiB of float32
+        ram = 1 << 36
+    # Training holds four float32 copies of every parameter: weights, gradients, Adam's two moments.
+    if 16 * n_params > ram:
+        raise ArgumentError(f"{what} would have {n_params:,} parameters: {16 * n_params / 2**30:.1f} GiB to train "
+                            f"(weights, gradients and Adam's moments in float32), more than this machine's memory "
+                            f"({ram / 2**30:.1f} GiB); choose smaller layer widths")
 
 
 def _mlp(sizes: Sequence[int]) -> nn.Sequential:
     """Linear layers with ReLU between them (none after the last)."""
+    _check_memory(sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:])), f"an MLP with sizes {list(sizes)}")
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(nn.Linear(a, b))
@@ -67,9 +99,9 @@ class MLPEncoder(nn.Module):
 
     def __init__(self, in_features: Shape, hidden: Sequence[int], latent_dim: int):
         super().__init__()
-        self.in_features = math.prod(_as_shape(in_features))
-        self.latent_dim = int(latent_dim)
-        self.net = _mlp([self.in_features, *hidden, 2 * self.latent_dim])
+        self.in_features = math.prod(_as_shape(in_features, "in_features"))
+        self.latent_dim = check_int("latent_dim", latent_dim, min=1)
+        self.net = _mlp([self.in_features, *_sizes("hidden", hidden), 2 * self.latent_dim])
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         h = self.net(x.reshape(x.shape[0], -1))
@@ -91,12 +123,22 @@ class MLPDecoder(nn.Module):
 
     def __init__(self, latent_dim: int, hidden: Sequence[int], out_features: Shape):
         super().__init__()
-        self.latent_dim = int(latent_dim)
-        self.out_shape = _as_shape(out_features)
-        self.net = _mlp([self.latent_dim, *hidden, math.prod(self.out_shape)])
+        self.latent_dim = check_int("latent_dim", latent_dim, min=1)
+        self.out_shape = _as_shape(out_features, "out_features")
+        self.net = _mlp([self.latent_dim, *_sizes("hidden", hidden), math.prod(self.out_shape)])
 
     def forward(self, z: Tensor) -> Tensor:
         return self.net(z).reshape(z.shape[0], *self.out_shape)
+
+
+def _conv_args(channels, hidden, io_channels, io_name: str) -> tuple[int, int]:
+    if isinstance(channels, (str, bytes)) or not isinstance(channels, Sequence) or len(channels) != 2:
+        raise ArgumentTypeError(f"channels must be a pair of widths such as (32, 64), got {channels!r}")
+    c1, c2 = (check_int(f"channels[{i}]", c, min=1) for i, c in enumerate(channels))
+    h = check_int("hidden", hidden, min=1)
+    check_int(io_name, io_channels, min=1)
+    _check_memory(c2 * 49 * h + h * 4096, f"a conv network with hidden={h}")
+    return c1, c2
 
 
 class ConvEncoder(nn.Module):
@@ -109,8 +151,9 @@ class ConvEncoder(nn.Module):
     def __init__(self, latent_dim: int, channels: Sequence[int] = (32, 64), hidden: int = 256,
                  in_channels: int = 1):
         super().__init__()
-        c1, c2 = channels
-        self.latent_dim = int(latent_dim)
+        c1, c2 = _conv_args(channels, hidden, in_channels, "in_channels")
+        self.latent_dim = check_int("latent_dim", latent_dim, min=1)
+        hidden = int(hidden)
         self.net = nn.Sequential(
             nn.Conv2d(in_channels, c1, 4, stride=2, padding=1), nn.ReLU(),  # 28 -> 14
             nn.Conv2d(c1, c2, 4, stride=2, padding=1), nn.ReLU(),  # 14 -> 7
@@ -132,8 +175,9 @@ class ConvDecoder(nn.Module):
     def __init__(self, latent_dim: int, channels: Sequence[int] = (64, 32), hidden: int = 256,
                  out_channels: int = 1):
         super().__init__()
-        c1, c2 = channels
-        self.latent_dim = int(latent_dim)
+        c1, c2 = _conv_args(channels, hidden, out_channels, "out_channels")
+        self.latent_dim = check_int("latent_dim", latent_dim, min=1)
+        hidden = int(hidden)
         self.net = nn.Sequential(
             nn.Linear(self.latent_dim, hidden), nn.ReLU(),
             nn.Linear(hidden, c1 * 7 * 7), nn.ReLU(),
@@ -171,6 +215,9 @@ class VAE(nn.Module):
     def __init__(self, encoder: nn.Module, decoder: nn.Module, likelihood: str = "bernoulli",
                  gaussian_logvar: float | str = "learned"):
         super().__init__()
+        for role, module in (("encoder", encoder), ("decoder", decoder)):
+            if not isinstance(module, nn.Module):
+                raise ArgumentTypeError(f"{role} must be a torch.nn.Module, got {type(module).__name__}")
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"unknown likelihood {likelihood!r}; choose one of {', '.join(LIKELIHOODS)}")
         self.encoder = encoder
@@ -179,7 +226,9 @@ class VAE(nn.Module):
         if likelihood == "gaussian":
             if gaussian_logvar == "learned":
                 self.obs_logvar = nn.Parameter(torch.zeros(()))
-            elif isinstance(gaussian_logvar, (int, float)):
+            elif isinstance(gaussian_logvar, (int, float)) and not isinstance(gaussian_logvar, bool):
+                if not math.isfinite(gaussian_logvar):
+                    raise ArgumentError(f"gaussian_logvar must be finite, got {gaussian_logvar}")
                 self.register_buffer("obs_logvar", torch.tensor(float(gaussian_logvar)))
             else:
                 raise ValueError(f"gaussian_logvar must be 'learned' or a float, got {gaussian_logvar!r}")
@@ -302,9 +351,9 @@ class ConditionalVAE(VAE):
                  likelihood: str = "bernoulli", gaussian_logvar: float | str = "learned",
                  label_scale: float = 1.0):
         super().__init__(encoder, decoder, likelihood, gaussian_logvar)
-        self.num_classes = int(num_classes)
-        if not label_scale > 0:
-            raise ValueError(f"label_scale must be positive, got {label_scale}")
+        self.num_classes = check_int("num_classes", num_classes, min=1)
+        if not (isinstance(label_scale, (int, float)) and math.isfinite(label_scale) and label_scale > 0):
+            raise ArgumentError(f"label_scale must be a positive number, got {label_scale!r}")
         self.label_scale = float(label_scale)
 
     @property

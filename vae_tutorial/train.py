@@ -6,10 +6,12 @@ by an index permutation each epoch, so the hot loop has no per-sample Python.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import tempfile
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -18,16 +20,30 @@ import torch
 from torch import Tensor
 
 from .data import binarize
-from .device import get_device
+from .device import resolve_device
+from .errors import (
+    ArgumentError,
+    ArgumentTypeError,
+    CheckpointError,
+    DataError,
+    ResumeMismatchError,
+    VAETutorialError,
+    check_data,
+    check_float,
+    check_int,
+    check_model,
+    check_seed,
+    unchecked_data,
+)
 from .losses import elbo, iwae_bound
 
 __all__ = ["History", "fit", "linear_warmup", "load_checkpoint", "save_checkpoint", "dataset_tensors",
-           "NonFiniteLossError"]
+           "NonFiniteLossError", "checkpoint_digest", "clean_stale_temporaries", "CHECKPOINT_KEYS"]
 
 Schedule = Callable[[float], float]
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(VAETutorialError, FloatingPointError):
     """Raised when the training loss becomes NaN or infinite."""
 
 
@@ -70,13 +86,37 @@ def linear_warmup(epochs: float, beta: float = 1.0) -> Schedule:
 
     Returns a schedule ``t ↦ β(t)`` where ``t`` is the (fractional) epoch.
     """
-    if epochs <= 0:
-        raise ValueError(f"warm-up length must be positive, got {epochs}")
+    epochs = check_float("warm-up length (epochs)", epochs, min=0.0, min_open=True)
+    beta = check_float("beta", beta, min=0.0)
     return lambda t: beta * min(1.0, t / epochs)
 
 
 def _beta_at(beta: float | Schedule, t: float) -> float:
     return float(beta(t)) if callable(beta) else float(beta)
+
+
+def _check_beta(beta: Schedule, t: float) -> None:
+    try:
+        b = _beta_at(beta, t)
+    except (TypeError, ValueError) as e:
+        raise ArgumentTypeError(f"beta must be a number or a schedule t -> β (see linear_warmup); "
+                                f"calling it at t={t} failed: {e}") from None
+    if not 0.0 <= b < math.inf:
+        raise ArgumentError(f"the β schedule gave {b} at t={t}; β must be finite and ≥ 0")
+
+
+def _same_beta(trace, beta, epochs_done: int) -> bool:
+    """Does ``beta`` give the β recorded in a checkpoint over the epochs already trained?"""
+    if not isinstance(trace, list):
+        return True  # nothing recorded: the settings comparison is all we have
+    n = min(len(trace), 4 * epochs_done + 1)
+    return all(math.isclose(_beta_at(beta, j / 4), float(trace[j]), rel_tol=1e-9, abs_tol=1e-12)
+               for j in range(n))
+
+
+def _brief(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 # ----------------------------------------------------------------------------- data
@@ -94,10 +134,60 @@ def dataset_tensors(data) -> tuple[Tensor, Tensor | None]:
     if hasattr(data, "tensors"):
         t = data.tensors
         return t[0], (t[1] if len(t) > 1 else None)
+    if not (hasattr(data, "__len__") and hasattr(data, "__getitem__")):
+        raise ArgumentTypeError(f"the data must be a data set of (image, label) pairs or a tensor, "
+                                f"got {type(data).__name__}")
+    if len(data) == 0:
+        raise DataError("the data set is empty; there is nothing to train or evaluate on")
     items = [data[i] for i in range(len(data))]
     if isinstance(items[0], (tuple, list)):
         return torch.stack([torch.as_tensor(a[0]) for a in items]), torch.as_tensor([int(a[1]) for a in items])
     return torch.stack([torch.as_tensor(a) for a in items]), None
+
+
+# tensor → (its _version, ...) of the last check: a data set passed to fit again (the CLI trains
+# one epoch per call; benchmarks time repeated calls) is not scanned again unless it was modified.
+# (Keyed by id() with a weak reference to confirm identity: tensors cannot be dict keys by value.)
+_checked: dict[int, tuple] = {}
+_identities: dict[int, tuple] = {}
+
+
+def _memo_get(memo: dict, t: Tensor, key):
+    hit = memo.get(id(t))
+    return hit[2] if hit is not None and hit[0]() is t and hit[1] == key else None
+
+
+def _memo_put(memo: dict, t: Tensor, key, value) -> None:
+    if len(memo) > 32:  # forget dead entries (and, at worst, everything: it is only a cache)
+        for k in [k for k, v in memo.items() if v[0]() is None] or list(memo):
+            del memo[k]
+    memo[id(t)] = (weakref.ref(t), key, value)
+
+
+def _check_data_once(images, labels, likelihood, num_classes, name: str) -> None:
+    if not isinstance(images, Tensor):
+        raise ArgumentTypeError(f"{name} must hold a tensor of images, got {type(images).__name__}")
+    key = (images._version, likelihood, num_classes,
+           None if labels is None or num_classes is None else (id(labels), labels._version))
+    if _memo_get(_checked, images, key):
+        return
+    check_data(images, labels, likelihood=likelihood, num_classes=num_classes, name=name)
+    _memo_put(_checked, images, key, True)
+
+
+def _data_identity(images: Tensor, labels: Tensor | None) -> str:
+    """A digest of the training images (and labels of a conditional model): same n, other images ≠ same data."""
+    key = (images._version, None if labels is None else (id(labels), labels._version))
+    hit = _memo_get(_identities, images, key)
+    if hit is not None:
+        return hit
+    h = hashlib.sha256()
+    _feed(h, images)
+    if labels is not None:
+        _feed(h, labels)
+    digest = h.hexdigest()[:32]
+    _memo_put(_identities, images, key, digest)
+    return digest
 
 
 def _binarize_mode(data) -> str | None:
@@ -106,12 +196,74 @@ def _binarize_mode(data) -> str | None:
 
 # ----------------------------------------------------------------------------- checkpoints
 
+CHECKPOINT_KEYS = ("model", "optimizer", "generator", "history", "epoch", "settings")
+"""What a checkpoint written by :func:`fit` holds (plus ``digest``); a resume needs all of them."""
+DIGEST_KEY = "digest"
+STALE_SECONDS = 60.0
+"""A temporary file (``*.tmp`` of a checkpoint, ``.part`` of a download) older than this belongs to a killed run."""
+
+
+def _feed(h, obj) -> None:
+    """Hash ``obj`` (nested dicts/lists of tensors and plain values) into ``h``, order-independent for dicts."""
+    if isinstance(obj, Tensor):
+        t = obj.detach().cpu().contiguous()
+        h.update(f"T{t.dtype}{tuple(t.shape)}:".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy().data)
+    elif isinstance(obj, dict):
+        h.update(b"{")
+        for key in sorted(obj, key=repr):
+            h.update(repr(key).encode() + b":")
+            _feed(h, obj[key])
+        h.update(b"}")
+    elif isinstance(obj, (list, tuple)):
+        h.update(b"[")
+        for item in obj:
+            _feed(h, item)
+            h.update(b",")
+        h.update(b"]")
+    else:
+        h.update(repr(obj).encode() + b";")
+
+
+def checkpoint_digest(state: dict) -> str:
+    """SHA-256 of everything in a checkpoint except its ``digest`` entry: tensors byte for byte."""
+    h = hashlib.sha256()
+    _feed(h, {k: v for k, v in state.items() if k != DIGEST_KEY})
+    return h.hexdigest()
+
+
+def clean_stale_temporaries(path: str | os.PathLike, min_age: float = STALE_SECONDS) -> list[Path]:
+    """Delete ``<path>.*.tmp`` files that a run killed while saving left next to ``path``.
+
+    Only files older than ``min_age`` seconds are removed, so a save in progress in another
+    process is left alone. Returns the removed paths.
+    """
+    path = Path(path)
+    removed = []
+    if not path.parent.is_dir():
+        return removed
+    now = time.time()
+    for tmp in path.parent.glob(f"{path.name}.*.tmp"):
+        try:
+            if now - tmp.stat().st_mtime >= min_age:
+                tmp.unlink()
+                removed.append(tmp)
+        except OSError:  # gone already, or not ours to delete
+            pass
+    return removed
+
+
 def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
     """Write ``state`` with ``torch.save`` atomically: a temporary file, then a rename.
 
-    A run killed while saving leaves the previous checkpoint intact.
+    A run killed while saving leaves the previous checkpoint intact. A ``digest``
+    entry (:func:`checkpoint_digest`) is added so that :func:`load_checkpoint` can
+    tell a damaged file (a flipped byte) from a good one.
     """
     path = Path(path)
+    if isinstance(state, dict):
+        state = {**{k: v for k, v in state.items() if k != DIGEST_KEY}, DIGEST_KEY: checkpoint_digest(state)}
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     try:
@@ -128,18 +280,46 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
 def load_checkpoint(path: str | os.PathLike, map_location=None) -> dict:
     """Load a checkpoint with ``weights_only=True``: tensors and plain containers only.
 
-    Raises a ``ValueError`` naming the file if it is not a readable checkpoint.
+    Raises :class:`~vae_tutorial.errors.CheckpointError` (a ``ValueError``) naming the
+    file if it is not a readable checkpoint, or if its contents do not match the
+    ``digest`` stored when it was saved (a damaged file).
     """
     path = Path(path)
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise
     except Exception as e:  # truncated zip, pickle with arbitrary objects, ...
-        raise ValueError(
+        raise CheckpointError(
             f"{path} is not a readable vae_tutorial checkpoint ({type(e).__name__}: {e}). "
             "Delete it to start training from scratch."
         ) from e
+    if isinstance(state, dict) and DIGEST_KEY in state:
+        if checkpoint_digest(state) != state[DIGEST_KEY]:
+            raise CheckpointError(f"{path} is damaged: its contents do not match the digest stored when it "
+                                  "was saved. Delete it to start training from scratch.")
+    return state
+
+
+def check_checkpoint(state, path) -> dict:
+    """Refuse a checkpoint that :func:`fit` could not resume from: not a dict, a key missing, no digest."""
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} holds a {type(state).__name__}, not a vae_tutorial checkpoint; "
+                              "delete it to start training from scratch")
+    missing = [k for k in (*CHECKPOINT_KEYS, DIGEST_KEY) if k not in state]
+    if missing:
+        raise CheckpointError(f"{path} is not a complete vae_tutorial checkpoint: it has no "
+                              f"{', '.join(map(repr, missing))}; delete it to start training from scratch")
+    kinds = {"model": dict, "optimizer": dict, "generator": Tensor, "history": list, "epoch": int,
+             "settings": dict}
+    for key, kind in kinds.items():
+        if not isinstance(state[key], kind) or (key == "epoch" and isinstance(state[key], bool)):
+            raise CheckpointError(f"{path}: entry {key!r} should be a {kind.__name__}, got "
+                                  f"{type(state[key]).__name__}; delete it to start training from scratch")
+    if state["epoch"] < 0 or state["epoch"] != len(state["history"]):
+        raise CheckpointError(f"{path}: epoch {state['epoch']} does not match its {len(state['history'])} "
+                              "history records; delete it to start training from scratch")
+    return state
 
 
 # ----------------------------------------------------------------------------- training
@@ -237,24 +417,49 @@ def fit(model: torch.nn.Module, train, *, epochs: int, batch_size: int = 128, lr
 
     Raises:
         NonFiniteLossError: if the loss becomes NaN/inf (names epoch and step).
+        ArgumentError, ArgumentTypeError: an argument out of range or of the wrong type
+            (the message names it).
+        DataError: empty data, NaN/inf pixels, pixels outside [0, 1] for a Bernoulli
+            or continuous Bernoulli decoder, labels out of range (checked once, up front).
+        CheckpointError: an unreadable, damaged or incomplete checkpoint;
+            ResumeMismatchError: one made with other settings, data or model.
     """
+    # ---- arguments, checked once (nothing below runs per step)
+    check_model(model)
     if objective not in ("elbo", "iwae"):
-        raise ValueError(f"objective must be 'elbo' or 'iwae', got {objective!r}")
-    if epochs < 0 or batch_size < 1 or lr <= 0:
-        raise ValueError(f"need epochs ≥ 0, batch_size ≥ 1, lr > 0 (got {epochs}, {batch_size}, {lr})")
-    device = torch.device(device) if device is not None else get_device()
+        raise ArgumentError(f"objective must be 'elbo' or 'iwae', got {objective!r}")
+    epochs = check_int("epochs", epochs, min=0)
+    batch_size = check_int("batch_size", batch_size, min=1)
+    lr = check_float("lr", lr, min=0.0, min_open=True)
+    free_bits = check_float("free_bits", free_bits, min=0.0)
+    seed = check_seed(seed)
+    iwae_k = check_int("iwae_k", iwae_k, min=1)
+    if callable(beta):
+        _check_beta(beta, 0.0)
+    else:
+        beta = check_float("beta", beta, min=0.0)
+    if elbo_fn is not None and not callable(elbo_fn):
+        raise ArgumentTypeError(f"elbo_fn must be a function like vae_tutorial.elbo, got {elbo_fn!r}")
+    device = resolve_device(device)
     dtype = next(model.parameters()).dtype
-    model.to(device)
     conditional = hasattr(model, "num_classes")
+    likelihood = getattr(model, "likelihood", None)
+    num_classes = getattr(model, "num_classes", None) if conditional else None
 
     images, labels = dataset_tensors(train)
+    if conditional and labels is None:
+        raise DataError("a ConditionalVAE needs a data set with labels")
+    _check_data_once(images, labels, likelihood, num_classes, "the training data")
+    data_id = _data_identity(images, labels if conditional else None) if checkpoint is not None else None
+    model.to(device)
     images = images.to(device=device, dtype=dtype)
     labels = labels.to(device) if labels is not None else None
-    if conditional and labels is None:
-        raise ValueError("a ConditionalVAE needs a data set with labels")
     dynamic = _binarize_mode(train) == "dynamic"
     if valid is not None:
         v_images, v_labels = dataset_tensors(valid)
+        if conditional and v_labels is None:
+            raise DataError("a ConditionalVAE needs a validation set with labels")
+        _check_data_once(v_images, v_labels, likelihood, num_classes, "the validation data")
         v_images = v_images.to(device=device, dtype=dtype)
         v_labels = v_labels.to(device) if v_labels is not None else None
         if _binarize_mode(valid) == "dynamic":  # one fixed binarisation for validation
@@ -267,66 +472,100 @@ def fit(model: torch.nn.Module, train, *, epochs: int, batch_size: int = 128, lr
     history = History()
     start_epoch = 0
     settings = {"batch_size": batch_size, "lr": lr, "seed": seed, "n": n, "objective": objective}
+    if checkpoint is not None:
+        # Everything else that changes what the trained weights mean: a resume must agree on it.
+        settings.update({
+            "iwae_k": iwae_k if objective == "iwae" else None, "free_bits": free_bits,
+            "beta": "schedule" if callable(beta) else beta, "dynamic_binarization": dynamic,
+            "model": type(model).__name__, "likelihood": likelihood,
+            "architecture": hashlib.sha256(repr(model).encode()).hexdigest()[:16],
+            "data": data_id,
+        })
+        clean_stale_temporaries(checkpoint)
 
     if checkpoint is not None and Path(checkpoint).exists():
-        state = load_checkpoint(checkpoint, map_location=device)
-        if state.get("settings") != settings:
-            raise ValueError(f"checkpoint {checkpoint} was made with {state.get('settings')}, "
-                             f"this run uses {settings}; pass the same settings or delete the file")
+        state = check_checkpoint(load_checkpoint(checkpoint, map_location=device), checkpoint)
+        old = state["settings"]
+        differs = [k for k in sorted(set(old) | set(settings), key=str) if old.get(k, "absent") != settings.get(k)]
+        start_epoch = int(state["epoch"])
+        trace = state.get("beta_trace")
+        if not differs and start_epoch and not _same_beta(trace, beta, start_epoch):
+            differs.append("beta")
+        if differs:
+            shown = {"data": "training images", "architecture": "model architecture"}
+            made = ", ".join(f"{shown.get(k, k)}={_brief(old.get(k, 'absent'))}" for k in differs)
+            now = ", ".join(f"{shown.get(k, k)}={_brief(settings.get(k))}" for k in differs)
+            if "beta" in differs and old.get("beta") == settings.get("beta"):
+                made += " (a β schedule that differs over the epochs already trained)"
+            fits = "; the checkpoint does not fit this model" if "architecture" in differs else ""
+            raise ResumeMismatchError(f"checkpoint {checkpoint} was made with {made}; this run uses {now}{fits}. "
+                                      "Pass the same settings, or delete the file to start again")
         try:
             model.load_state_dict(state["model"])
         except RuntimeError as e:
-            raise ValueError(f"checkpoint {checkpoint} does not fit this model: {e}") from e
-        optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"].cpu())
+            raise ResumeMismatchError(f"checkpoint {checkpoint} does not fit this model: {e}") from e
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+            generator.set_state(state["generator"].cpu())
+        except (KeyError, ValueError, RuntimeError, TypeError) as e:
+            raise CheckpointError(f"checkpoint {checkpoint} has an unusable optimiser or generator state "
+                                  f"({type(e).__name__}: {e}); delete it to start again") from None
         history = History(list(state["history"]))
-        start_epoch = int(state["epoch"])
 
-    model.train()
-    for epoch in range(start_epoch, epochs):
-        t0 = time.perf_counter()
-        data = binarize(images, generator) if dynamic else images
-        perm = torch.randperm(n, device=device, generator=generator)
-        # One row per step: (loss, Σ ELBO, Σ reconstruction, Σ KL), written on the device
-        # and read every 50 steps: reading each step would force a host sync that costs
-        # more than a small model's step on a GPU.
-        log = torch.empty(steps, 4, dtype=dtype, device=device)
-        checked = 0
-        bar = _progress(range(steps), progress, desc=f"epoch {epoch + 1}/{epochs}", leave=False)
-        for step in bar:
-            idx = perm[step * batch_size:(step + 1) * batch_size]
-            x = data.index_select(0, idx)  # a row gather; faster than data[idx] on CPU
-            y = labels.index_select(0, idx) if conditional else None
-            b = _beta_at(beta, epoch + step / steps)
-            loss, terms = _loss(model, x, y, b, free_bits, objective, iwae_k, generator, elbo_fn or elbo)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            with torch.no_grad():
-                torch.stack([loss, terms.elbo.sum(), terms.reconstruction.sum(), terms.kl.sum()],
-                            out=log[step])
-            if step % 50 == 49 or step == steps - 1:
-                finite = torch.isfinite(log[checked:step + 1, 0])
-                if not bool(finite.all()):
-                    bad = checked + int((~finite).nonzero()[0, 0])
-                    raise NonFiniteLossError(
-                        f"the loss became NaN or infinite at epoch {epoch + 1}, step {bad + 1}; "
-                        "lower the learning rate, check that the data lie in [0, 1], "
-                        "or start from a fresh model")
-                checked = step + 1
-        e, r, k = (log[:, 1:].double().sum(0) / n).tolist()
-        record = {"epoch": epoch + 1, "beta": _beta_at(beta, epoch + 1),
-                  "train_elbo": e, "train_reconstruction": r, "train_kl": k}
-        if valid is not None:
-            v = _evaluate_elbo(model, v_images, v_labels, 1024, conditional,
-                               torch.Generator(device).manual_seed(seed + 2))
-            record.update({f"valid_{key}": val for key, val in v.items()})
-        record["seconds"] = time.perf_counter() - t0
-        history.records.append(record)
-        if checkpoint is not None:
-            save_checkpoint(checkpoint, {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "generator": generator.get_state(), "history": history.records,
-                "epoch": epoch + 1, "settings": settings,
-            })
+    # The data were checked once above: the likelihoods skip their per-call range check.
+    with unchecked_data():
+        model.train()
+        for epoch in range(start_epoch, epochs):
+            t0 = time.perf_counter()
+            data = binarize(images, generator) if dynamic else images
+            perm = torch.randperm(n, device=device, generator=generator)
+            # One row per step: (loss, Σ ELBO, Σ reconstruction, Σ KL), written on the device
+            # and read every 50 steps: reading each step would force a host sync that costs
+            # more than a small model's step on a GPU.
+            log = torch.empty(steps, 4, dtype=dtype, device=device)
+            checked = 0
+            bar = _progress(range(steps), progress, desc=f"epoch {epoch + 1}/{epochs}", leave=False)
+            for step in bar:
+                idx = perm[step * batch_size:(step + 1) * batch_size]
+                x = data.index_select(0, idx)  # a row gather; faster than data[idx] on CPU
+                y = labels.index_select(0, idx) if conditional else None
+                b = _beta_at(beta, epoch + step / steps)
+                if not 0.0 <= b < math.inf:  # a float comparison: free next to a training step
+                    raise ArgumentError(f"the β schedule gave {b} at epoch {epoch + step / steps:.3f}; "
+                                        "β must be finite and ≥ 0")
+                loss, terms = _loss(model, x, y, b, free_bits, objective, iwae_k, generator, elbo_fn or elbo)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                with torch.no_grad():
+                    torch.stack([loss, terms.elbo.sum(), terms.reconstruction.sum(), terms.kl.sum()],
+                                out=log[step])
+                if step % 50 == 49 or step == steps - 1:
+                    finite = torch.isfinite(log[checked:step + 1, 0])
+                    if not bool(finite.all()):
+                        bad = checked + int((~finite).nonzero()[0, 0])
+                        raise NonFiniteLossError(
+                            f"the loss became NaN or infinite at epoch {epoch + 1}, step {bad + 1}; "
+                            "lower the learning rate or start from a fresh model (the data were "
+                            "checked: they are finite and in the likelihood's range)")
+                    checked = step + 1
+            e, r, k = (log[:, 1:].double().sum(0) / n).tolist()
+            record = {"epoch": epoch + 1, "beta": _beta_at(beta, epoch + 1),
+                      "train_elbo": e, "train_reconstruction": r, "train_kl": k}
+            if valid is not None:
+                v = _evaluate_elbo(model, v_images, v_labels, 1024, conditional,
+                                   torch.Generator(device).manual_seed(seed + 2))
+                record.update({f"valid_{key}": val for key, val in v.items()})
+                if not math.isfinite(v["elbo"]):
+                    raise NonFiniteLossError(f"the validation ELBO became {v['elbo']} at epoch {epoch + 1}; "
+                                             "lower the learning rate or start from a fresh model")
+            record["seconds"] = time.perf_counter() - t0
+            history.records.append(record)
+            if checkpoint is not None:
+                save_checkpoint(checkpoint, {
+                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "generator": generator.get_state(), "history": history.records,
+                    "epoch": epoch + 1, "settings": settings,
+                    "beta_trace": [_beta_at(beta, j / 4) for j in range(4 * (epoch + 1) + 1)],
+                })
     return history

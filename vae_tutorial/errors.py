@@ -1,0 +1,212 @@
+"""The errors the package raises on purpose, and the argument checks that raise them.
+
+Every mistake a user can make (a bad argument, bad data, a corrupt or mismatched
+checkpoint, a data file that is not what it claims to be) ends in one of the classes
+below, with a message that names the argument, file or key and says how to fix it.
+They subclass the built-in ``ValueError`` / ``TypeError`` (so existing
+``except ValueError`` code keeps working) and :class:`VAETutorialError`, so
+``except vt.errors.VAETutorialError`` catches exactly the package's own errors.
+
+The checks run once at the boundary of a public function (``fit``, ``evaluate_model``,
+the model constructors, the command line), never inside the per-step training loop.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+import threading
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "VAETutorialError", "ArgumentError", "ArgumentTypeError", "DataError", "CheckpointError",
+    "ResumeMismatchError", "DeviceError", "RunLockedError", "DOCUMENTED_ERRORS", "SEED_MAX",
+    "check_int", "check_float", "check_seed", "check_data", "check_model", "unchecked_data",
+    "check_unit_interval", "data_checks_enabled",
+]
+
+SEED_MAX = 2**32 - 1
+"""Largest seed accepted: NumPy's legacy seeding (``np.random.seed``) stops at ``2**32 − 1``."""
+
+
+class VAETutorialError(Exception):
+    """Base class of every error the package raises deliberately (the message says what to do)."""
+
+
+class ArgumentError(VAETutorialError, ValueError):
+    """An argument has the right type but a value out of range (``latent_dim=0``, ``lr=nan``)."""
+
+
+class ArgumentTypeError(VAETutorialError, TypeError):
+    """An argument has the wrong type (``epochs=2.5``, a model with no parameters)."""
+
+
+class DataError(VAETutorialError, ValueError):
+    """Data that cannot be trained or evaluated on: empty, NaN/inf, pixels outside the range
+    the likelihood needs (e.g. 0..255 for a Bernoulli decoder), labels out of range."""
+
+
+class CheckpointError(VAETutorialError, ValueError):
+    """A checkpoint file that is unreadable, incomplete, or whose digest does not match its contents."""
+
+
+class ResumeMismatchError(CheckpointError):
+    """Resuming from a checkpoint made with different settings, data or model; the message lists what differs."""
+
+
+class DeviceError(VAETutorialError, ValueError):
+    """A device was asked for (``$VAE_TUTORIAL_DEVICE``, ``device=...``) that this machine does not have."""
+
+
+class RunLockedError(VAETutorialError, RuntimeError):
+    """Another process is writing to the same run folder (command line ``train``)."""
+
+
+DOCUMENTED_ERRORS: tuple[type[BaseException], ...] = (VAETutorialError,)
+"""What a caller may catch: every deliberate error subclasses :class:`VAETutorialError`
+(including ``data.DatasetError``, ``train.NonFiniteLossError`` and ``cli.CLIError``)."""
+
+
+# ----------------------------------------------------------------------------- argument checks
+
+def _show(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def check_int(name: str, value, *, min: int | None = None, max: int | None = None) -> int:
+    """``value`` as an ``int`` (an integer-valued float such as ``3.0`` is not accepted either:
+    ``epochs=2.5`` and ``epochs=2.0`` are both refused, so nothing is silently rounded)."""
+    if isinstance(value, bool) or not isinstance(value, (numbers.Integral, Tensor)):
+        raise ArgumentTypeError(f"{name} must be an integer, got {_show(value)} ({type(value).__name__})")
+    if isinstance(value, Tensor):
+        if value.numel() != 1 or value.is_floating_point() or value.is_complex() or value.dtype == torch.bool:
+            raise ArgumentTypeError(f"{name} must be an integer, got a tensor {_show(value)}")
+        value = value.item()
+    value = int(value)
+    if (min is not None and value < min) or (max is not None and value > max):
+        lo = "" if min is None else f"≥ {min}"
+        hi = "" if max is None else f"≤ {max}"
+        raise ArgumentError(f"{name} must be an integer {' and '.join(s for s in (lo, hi) if s)}, got {value}")
+    return value
+
+
+def check_float(name: str, value, *, min: float | None = None, max: float | None = None,
+                min_open: bool = False) -> float:
+    """``value`` as a finite ``float`` in ``[min, max]`` (``(min, max]`` with ``min_open``)."""
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, Tensor)):
+        raise ArgumentTypeError(f"{name} must be a number, got {_show(value)} ({type(value).__name__})")
+    if isinstance(value, Tensor):
+        if value.numel() != 1 or value.is_complex():
+            raise ArgumentTypeError(f"{name} must be a number, got a tensor {_show(value)}")
+        value = value.item()
+    value = float(value)
+    if not math.isfinite(value):
+        raise ArgumentError(f"{name} must be a finite number, got {value}")
+    if min is not None and (value <= min if min_open else value < min):
+        if min == 0:
+            raise ArgumentError(f"{name} must be {'positive' if min_open else 'non-negative (≥ 0)'}, got {value}")
+        raise ArgumentError(f"{name} must be {'>' if min_open else '≥'} {min}, got {value}")
+    if max is not None and value > max:
+        raise ArgumentError(f"{name} must be ≤ {max}, got {value}")
+    return value
+
+
+def check_seed(value, name: str = "seed") -> int:
+    """A seed in ``[0, SEED_MAX]``."""
+    return check_int(name, value, min=0, max=SEED_MAX)
+
+
+def check_model(model, name: str = "model") -> None:
+    """Refuse an object that is not a VAE-like module with parameters (``fit(torch.nn.Identity())``)."""
+    if not isinstance(model, torch.nn.Module):
+        raise ArgumentTypeError(f"{name} must be a torch.nn.Module such as vae_tutorial.VAE, "
+                                f"got {type(model).__name__}")
+    missing = [m for m in ("encode", "decode", "log_likelihood") if not callable(getattr(model, m, None))]
+    if missing:
+        raise ArgumentTypeError(f"{name} must be a VAE (with encode, decode and log_likelihood methods), "
+                                f"got a {type(model).__name__} without {', '.join(missing)}")
+    if next(model.parameters(), None) is None:
+        raise ArgumentTypeError(f"{name} ({type(model).__name__}) has no parameters to train or evaluate")
+
+
+# Likelihood → the closed interval its data must lie in (None: any finite value).
+_LIKELIHOOD_RANGE = {"bernoulli": (0.0, 1.0), "continuous_bernoulli": (0.0, 1.0), "gaussian": None}
+
+
+def check_data(images: Tensor, labels: Tensor | None = None, *, likelihood: str | None = None,
+               num_classes: int | None = None, name: str = "data") -> None:
+    """Refuse data that would train or evaluate to a silently wrong number.
+
+    One pass over ``images`` (``torch.aminmax``): non-empty, finite, and inside
+    ``[0, 1]`` when the likelihood needs it (Bernoulli and continuous Bernoulli decoders).
+    ``labels``, when given and needed (``num_classes``), must be integers in
+    ``[0, num_classes)``.
+    """
+    if not isinstance(images, Tensor):
+        raise ArgumentTypeError(f"{name} must hold a tensor of images, got {type(images).__name__}")
+    if images.dim() == 0 or images.shape[0] == 0:
+        raise DataError(f"{name} is empty (shape {tuple(images.shape)}); there is nothing to train or evaluate on")
+    if images[0].numel() == 0:
+        raise DataError(f"{name} has examples with no pixels (shape {tuple(images.shape)})")
+    if not (images.is_floating_point() or images.dtype in (torch.uint8, torch.int64, torch.int32)):
+        raise DataError(f"{name} has dtype {images.dtype}; images must be floating point")
+    lo, hi = (float(v) for v in torch.aminmax(images.detach()))
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        bad = int((~torch.isfinite(images.detach())).flatten(1).any(1).nonzero()[0, 0])
+        raise DataError(f"{name} holds NaN or infinite pixels (first in example {bad}); "
+                        "clean the data before training or evaluating")
+    allowed = _LIKELIHOOD_RANGE.get(likelihood) if likelihood is not None else None
+    if allowed is not None and (lo < allowed[0] or hi > allowed[1]):
+        raise DataError(
+            f"{name} has pixels in [{lo:g}, {hi:g}], but a {likelihood} decoder needs data in "
+            f"[{allowed[0]:g}, {allowed[1]:g}]; divide 0..255 images by 255 (or map [-1, 1] with (x + 1) / 2), "
+            "or use likelihood='gaussian' for real-valued data")
+    if num_classes is not None:
+        if labels is None:
+            raise DataError(f"{name} has no labels, but a conditional model needs them")
+        if labels.shape[:1] != images.shape[:1]:
+            raise DataError(f"{name} has {images.shape[0]} images but labels of shape {tuple(labels.shape)}")
+        if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+            raise DataError(f"{name} labels must be integers, got dtype {labels.dtype}")
+        lmin, lmax = (int(v) for v in torch.aminmax(labels))
+        if lmin < 0 or lmax >= num_classes:
+            raise DataError(f"{name} labels must lie in [0, {num_classes}) for this model's "
+                            f"num_classes={num_classes}, got labels from {lmin} to {lmax}")
+
+
+# ----------------------------------------------------------------------------- per-call pixel checks
+
+_local = threading.local()  # per thread: a fit in one thread does not switch checks off in another
+
+
+def data_checks_enabled() -> bool:
+    """False inside :func:`unchecked_data`, i.e. where the caller has checked the whole data set."""
+    return not getattr(_local, "depth", 0)
+
+
+@contextmanager
+def unchecked_data():
+    """Skip the per-call range check of the likelihoods: ``fit`` and ``evaluate_model``
+    check the whole data set once with :func:`check_data`, so the hot loop does not pay again."""
+    _local.depth = getattr(_local, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _local.depth -= 1
+
+
+def check_unit_interval(x: Tensor, where: str) -> None:
+    """Refuse ``x`` outside ``[0, 1]`` (or non-finite) for the Bernoulli-type likelihoods.
+
+    Costs one reduction over ``x``; skipped inside :func:`unchecked_data`.
+    """
+    if getattr(_local, "depth", 0) or x.numel() == 0:
+        return
+    lo, hi = torch.aminmax(x.detach())
+    lo, hi = float(lo), float(hi)
+    if not (0.0 <= lo and hi <= 1.0):  # also False for NaN
+        raise DataError(f"{where} needs data x in [0, 1], got values in [{lo:g}, {hi:g}]; divide 0..255 "
+                        "images by 255, or use gaussian_log_likelihood for real-valued data")
