@@ -82,7 +82,7 @@ def test_package_metadata():
 # `book` extra (modules of the standard library are fine too).
 PROVIDERS = {"torch": "torch", "numpy": "numpy", "sklearn": "scikit-learn", "matplotlib": "matplotlib",
              "tqdm": "tqdm", "ipywidgets": "ipywidgets", "myst_nb": "myst-nb", "IPython": "myst-nb",
-             "PIL": "matplotlib", "vae_tutorial": None}
+             "PIL": "matplotlib", "scipy": "scipy", "vae_tutorial": None}
 
 
 def test_the_book_extra_brings_everything_the_chapters_import():
