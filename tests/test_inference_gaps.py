@@ -6,7 +6,12 @@ import torch
 
 import vae_tutorial as vt
 from vae_tutorial.aggregate_posterior import elbo_surgery, log_aggregate_posterior
-from vae_tutorial.amortisation import gaussian_elbo, inference_gaps, mixture_iwae_bound, optimal_gaussian
+from vae_tutorial.amortisation import (
+    gaussian_elbo,
+    inference_gaps,
+    mixture_iwae_bound,
+    optimal_gaussian,
+)
 from vae_tutorial.check import _exact_posterior_vae
 from vae_tutorial.gradient_snr import iwae_gradient_snr
 

@@ -78,7 +78,7 @@ def elbo_surgery(mu: Tensor, logvar: Tensor, samples: int = 10,
         chunk: query points per chunk for the mixture density.
 
     Returns:
-        dict of floats: ``average_kl`` (closed form), ``mutual_information``,
+        A dict of floats with keys ``average_kl`` (closed form), ``mutual_information``,
         ``marginal_kl``, their Monte Carlo standard errors ``mutual_information_se``,
         ``marginal_kl_se`` and ``sum_se`` (of their sum), ``log_n`` (the bound on the
         mutual information) and ``n``, ``samples``.

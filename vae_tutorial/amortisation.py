@@ -176,7 +176,7 @@ def inference_gaps(model, x: Tensor, *, steps: int = 500, lr: float = 1e-2, samp
        and ``k`` samples, a lower bound that is tight when ``k`` is large.
 
     Returns:
-        dict of ``(B,)`` tensors on the CPU (float64): ``log_px``, ``elbo_optimal``,
+        A dict of ``(B,)`` float64 tensors on the CPU, with keys ``log_px``, ``elbo_optimal``,
         ``elbo_amortised``, ``approximation_gap = log_px − elbo_optimal``,
         ``amortisation_gap = elbo_optimal − elbo_amortised``; and ``mu``, ``logvar``
         ``(B, Z)`` of ``q*``.

@@ -44,8 +44,8 @@ def iwae_gradient_snr(model, x: Tensor, k: int, repeats: int = 100, *,
         generator: optional generator for the codes.
 
     Returns:
-        dict with ``"encoder"`` and ``"decoder"``: ``(P,)`` float64 SNRs, one per
-        parameter coordinate, and ``"repeats"``.
+        A dict with keys ``"encoder"`` and ``"decoder"`` (``(P,)`` float64 SNRs, one per
+        parameter coordinate) and ``"repeats"``.
     """
     if int(repeats) != repeats or repeats < 2:
         raise ValueError(f"repeats must be an integer ≥ 2, got {repeats!r}")
