@@ -39,7 +39,7 @@ whatever order it draws its noise (all at once, per row, transposed, in chunks):
 * ``reparameterize``: shape, dtype, fresh noise per call, the exact gradients
   ``∂z/∂μ = 1`` and ``∂z/∂ log σ² = ½ σ ε``, and on 2·10⁵ × 5 draws (five columns with
   ``log σ²`` from −20 to 20) z-tests that ``ε = (z − μ)/σ`` has mean 0, mean square 1
-  (standard error √(2/n)) and P(|ε| < 1) = 0.6827, per column and pooled, with no
+  (standard error √(2/n)) and P(−1 < ε < 1) = 0.6827, per column and pooled, with no
   correlation between neighbouring dimensions or examples.
 * ``elbo``: exact values where the noise does not matter (``log σ² = −30``, so
   ``z = μ``); then, on a tanh MLP VAE and on a linear-Gaussian decoder (Z = 2), each
@@ -53,10 +53,10 @@ whatever order it draws its noise (all at once, per row, transposed, in chunks):
   ``log p(x) − ‖α‖²/2 − αᵀε`` (log-normal weights), so the exact mean and variance of
   ``L̂_k`` follow from a k-dimensional quadrature; k = 3, 2, 1, 50 000 copies of 2 examples.
 
-Every z-test rejects at |z| > 6 (two-sided probability 2.0e-9). A check runs at most 20
+Every z-test rejects at ``|z| > 6`` (two-sided probability 2.0e-9). A check runs at most 20
 such tests, so a correct answer fails with probability below 4e-8 (by the union bound;
 the statistics are averages of 5·10⁴ or more independent terms, and over 300 independent
-runs of correct answers their z-scores had standard deviations 0.94–1.07 and no |z| > 4.9).
+runs of correct answers their z-scores had standard deviations 0.94–1.07 and no ``|z| > 4.9``).
 Each check takes well under a second of CPU.
 
 Smallest errors each check detects, measured as FAIL in 20 of 20 runs with independent
@@ -68,17 +68,17 @@ that reports them:
 ====================  ========================================================================
 check                 smallest error reliably detected; catalogued mistakes
 ====================  ========================================================================
-``reparameterize``    noise standard deviation 1 + δ: |δ| ≥ 0.007 (sd 1.03: 43 SE pooled, 19 SE
-                      per column); σ² = exp(log σ²) as σ, no σ: |ε| up to 10⁵; uniform or ±1
+``reparameterize``    noise standard deviation 1 + δ: ``|δ| ≥ 0.007`` (sd 1.03: 43 SE pooled, 19 SE
+                      per column); σ² = exp(log σ²) as σ, no σ: ``|ε|`` up to 10⁵; uniform or ±1
                       noise: 227 / 607 SE; shared noise: detected exactly
 ``elbo``              any error when σ ≈ 0 (sign, KL formula, mean over pixels): 1e-4 relative;
-                      noise scale (1 + δ) σ: |δ| ≥ 0.025; a mean error present only when σ ≠ 0
+                      noise scale (1 + δ) σ: ``|δ| ≥ 0.025``; a mean error present only when σ ≠ 0
                       (e.g. σ for σ² inside the KL): ≈ 0.05 nats (SE of the means 0.005–0.015);
                       z = μ: zero spread; σ² as σ: 35 SE (mean), 90 SE (spread); 0.1 σ: 199 SE
 ``iwae_bound``        any error on the exact posterior (− log k, sign, k − 1 samples then
                       − log k: off by log((k − 1)/k)): 1e-4 relative; L_{k−1} instead of L_k at
                       k = 3: 35 SE (mean), 52 SE (spread); mean of log w: 152 SE; one z reused:
-                      88 SE; noise scale (1 + δ) σ when sampling z: |δ| ≥ 0.02; a mean error:
+                      88 SE; noise scale (1 + δ) σ when sampling z: ``|δ| ≥ 0.02``; a mean error:
                       ≈ 0.05 nats (SE 0.0045–0.0067)
 ====================  ========================================================================
 
