@@ -205,6 +205,17 @@ def _elbo_logvar_as_logstd(model, x):
     return model.log_likelihood(x, model.decode(mu + lv.exp() * torch.randn_like(mu))) - kl
 
 
+def _elbo_torch_normal(model, x):
+    """z = torch.normal(μ, σ): the right values, but no gradient path from z back to μ and σ."""
+    mu, lv = model.encode(x)
+    return model.log_likelihood(x, model.decode(torch.normal(mu, torch.exp(0.5 * lv)))) - _kl(mu, lv)
+
+
+def _elbo_no_grad(model, x):
+    with torch.no_grad():
+        return _elbo_chapter7(model, x)
+
+
 def _elbo_distributions(model, x):
     mu, lv = model.encode(x)
     q = torch.distributions.Independent(torch.distributions.Normal(mu, torch.exp(0.5 * lv)), 1)
@@ -351,6 +362,9 @@ WRONG_STOCHASTIC = [
      "σ² = exp(log σ²) belongs"),
     ("elbo", "log σ² treated as log σ (noise and KL)", _elbo_logvar_as_logstd, "log σ² is the log-variance"),
     ("elbo", "KL estimated from z (not the closed form)", _elbo_mc_kl, "estimated the KL from the sampled z"),
+    ("elbo", "z drawn by torch.normal (no gradient path through μ)",
+     _elbo_torch_normal, "gradient of your ELBO with respect to the encoder"),
+    ("elbo", "computed under torch.no_grad()", _elbo_no_grad, "carries no gradient"),
     # iwae_bound
     ("iwae_bound", "k − 1 samples, − log(k − 1)", _iwae_with(k_used=lambda k: k - 1, log_k="used"), "L_{k−1}"),
     ("iwae_bound", "k − 1 samples, − log k", _iwae_with(k_used=lambda k: k - 1), "one of the k samples is missing"),
@@ -401,7 +415,12 @@ def test_exact_elbo_moments_match_the_linear_gaussian_closed_form():
     With z = μ + s ε and WᵀW = diag(c): log p(x|z) = const + (Σ_j a_j ε_j − ½ Σ_j c_j s_j² ε_j²)/σ²,
     a = s ⊙ Wᵀ(x − Wμ − b), so Var = (‖a‖² + ½ Σ_j c_j² s_j⁴)/σ⁴; the mean is LinearGaussian.elbo.
     """
-    from vae_tutorial.check import _IWAE_ALPHA, _elbo_moments, _exact_posterior_vae, _ppca_inputs
+    from vae_tutorial.check import (
+        _IWAE_ALPHA,
+        _elbo_moments,
+        _exact_posterior_vae,
+        _ppca_inputs,
+    )
 
     inputs = _ppca_inputs(4, alpha=_IWAE_ALPHA, dtype=torch.float64)
     exact = _elbo_moments(inputs)

@@ -42,7 +42,8 @@ whatever order it draws its noise (all at once, per row, transposed, in chunks):
   (standard error √(2/n)) and P(−1 < ε < 1) = 0.6827, per column and pooled, with no
   correlation between neighbouring dimensions or examples.
 * ``elbo``: exact values where the noise does not matter (``log σ² = −30``, so
-  ``z = μ``); then, on a tanh MLP VAE and on a linear-Gaussian decoder (Z = 2), each
+  ``z = μ``), and there the exact gradient with respect to the encoder's and decoder's
+  parameters (sampling z without a gradient path, e.g. ``torch.normal``, fails); then, on a tanh MLP VAE and on a linear-Gaussian decoder (Z = 2), each
   example is repeated 50 000 times in one batch, and the average and the variance of your
   values over the copies are z-tested against the exact mean and variance of the
   one-sample ELBO, ``log p_θ(x|z) − KL`` with the KL in closed form, computed by
@@ -206,6 +207,7 @@ class _Case:
     note: str | None = None  # the hint shown if the student's function raises on this case
     exact: Callable[[dict], _Moments] | None = None  # "moments": the correct estimator's law
     reps: int = 0  # "moments": copies of each example in the batch given to the function
+    grads: bool = False  # "seeded" elbo: also compare the gradients with the reference's
 
 
 def _reduced_numel(inputs: dict) -> int:
@@ -694,8 +696,8 @@ _CASES: tuple[_Case, ...] = (
     _Case("continuous_bernoulli_log_likelihood", "non-contiguous inputs",
           lambda: _ll_inputs((6, 7), seed=46, grey=True, transpose=True)),
     # ELBO of a small VAE: where the noise does not matter (σ ≈ 0), values ...
-    _Case("elbo", "encoder with log σ² = −30 (z = μ: the ELBO is deterministic)",
-          lambda: _vae_inputs(8, logvar=-30.0), judge="seeded"),
+    _Case("elbo", "encoder with log σ² = −30 (z = μ: the ELBO and its gradient are deterministic)",
+          lambda: _vae_inputs(8, logvar=-30.0), judge="seeded", grads=True),
     _Case("elbo", "saturated decoder (logits beyond ±50)",
           lambda: _vae_inputs(6, seed=2, logvar=-30.0, logit_scale=200.0), judge="seeded"),
     _Case("elbo", "batch of one", lambda: _vae_inputs(1, seed=3, logvar=-30.0), judge="seeded"),
@@ -800,6 +802,9 @@ def _judge_seeded(block, case, fn) -> _Failure | None:
             got = _call(fn, *args)
         with _seeded(_SEED):  # known mistakes are evaluated with the same noise
             failure = _compare(block, inputs, got, expected, case.rtol, case.atol)
+        if failure is None and case.grads:
+            with torch.enable_grad():
+                return _compare_gradients(block, inputs, fn)
         if failure is None or not failure.what.startswith("wrong values") or block.name != "elbo":
             return failure
         with _seeded(_SEED + 1):
@@ -808,6 +813,39 @@ def _judge_seeded(block, case, fn) -> _Failure | None:
         failure.hint = ("here σ ≈ 0, so z = μ whatever the noise, yet your ELBO changes from call to call: "
                         + _MC_KL)
     return failure
+
+
+def _compare_gradients(block, inputs: dict, fn) -> _Failure | None:
+    """∂(Σ ELBO)/∂(encoder, decoder parameters) against the reference's, with σ ≈ 0.
+
+    Then z = μ whatever the noise, so every correct answer has the reference's gradient:
+    ``∂/∂μ = ∇_z log p_θ(x|z) − μ``. Sampling z without a gradient path (torch.normal,
+    ``.detach()``, ``.data``) drops the first term; ``torch.no_grad()`` drops everything.
+    """
+    model = inputs["model"]
+    args = list(inputs.values())
+    with _seeded(_SEED):
+        got = _as_output(_call(fn, *args))
+    if not got.requires_grad:
+        return _Failure("your ELBO carries no gradient to the model's parameters", [],
+                        "compute it from model.encode / model.decode outputs without torch.no_grad(), "
+                        ".detach(), .item() or .data: training maximises it by gradient ascent")
+    for part in ("encoder", "decoder"):
+        params = list(getattr(model, part).parameters())
+        with _seeded(_SEED):
+            want = torch.autograd.grad(block.reference(*args).sum(), params, allow_unused=True)
+        with _seeded(_SEED):
+            have = torch.autograd.grad(_as_output(_call(fn, *args)).sum(), params, allow_unused=True)
+        want = torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for p, g in zip(params, want)])
+        have = torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for p, g in zip(params, have)])
+        if not torch.allclose(have, want, rtol=1e-3, atol=1e-4 * float(want.abs().max())):
+            return _Failure(
+                f"the gradient of your ELBO with respect to the {part}'s parameters is wrong: "
+                f"largest error {float((have - want).abs().max()):.4g} (largest entry {float(want.abs().max()):.4g})",
+                ["here σ ≈ 0, so z = μ and ∂ELBO/∂μ = ∇_z log p_θ(x|z) − μ for every correct answer"],
+                "the noise must enter as z = μ + σ ε so that gradients flow through μ and σ "
+                "(torch.normal(mu, std), z.detach() or .data cut that path; rsample() keeps it)")
+    return None
 
 
 def _shape_failure(block: _Block, got: Tensor, want: tuple) -> _Failure | None:
