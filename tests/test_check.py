@@ -1,6 +1,7 @@
 """vae_tutorial.check: the homework checks accept correct answers and reject the usual mistakes."""
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -109,7 +110,7 @@ WRONG = [
     ("reparameterize", lambda mu, lv: mu + 0 * lv, "no noise"),
     ("reparameterize", lambda mu, lv: mu + torch.exp(lv) * torch.randn_like(mu), "exp(½ log σ²)"),
     ("reparameterize", lambda mu, lv: (mu + torch.exp(0.5 * lv) * torch.randn_like(mu)).detach(), "autograd"),
-    ("reparameterize", lambda mu, lv: mu + torch.exp(0.5 * lv) * torch.rand_like(mu), "not N(0, 1)"),
+    ("reparameterize", lambda mu, lv: mu + torch.exp(0.5 * lv) * torch.rand_like(mu), "rand_like"),
     ("reparameterize", lambda mu, lv: mu + torch.exp(0.5 * lv) * torch.randn(mu.shape[-1]), "shape"),
     ("reparameterize", raises, "raised"),
     ("bernoulli_log_likelihood",  # sigmoid then log: −inf/NaN at logits ±50
@@ -166,3 +167,293 @@ def test_not_a_function_or_wrong_return_type(capsys):
     assert "pass your function itself" in capsys.readouterr().out
     assert check.kl_standard_normal(lambda mu, lv: [1.0]) is False
     assert "return a torch.Tensor" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- stochastic checks: power
+# Issue 10, item 6: the checks of the stochastic building blocks (reparameterize, elbo,
+# iwae_bound) must reject wrong answers whose error is visible only in the law of the
+# noise, and accept a correct answer drawn with any generator in any order.
+
+_GEN = torch.Generator().manual_seed(2024)  # a student's own generator, never re-seeded
+
+
+def _kl(mu, lv):
+    return -0.5 * (1 + lv - mu.pow(2) - lv.exp()).sum(-1)
+
+
+def _elbo_with(noise, kl=_kl, rec_scale=1.0):
+    """An ELBO whose ε comes from ``noise(mu)`` and whose σ is exp(½ log σ²)."""
+    def f(model, x):
+        mu, lv = model.encode(x)
+        z = mu + torch.exp(0.5 * lv) * noise(mu)
+        return rec_scale * model.log_likelihood(x, model.decode(z)) - kl(mu, lv)
+    return f
+
+
+def _elbo_sigma_squared(noise=torch.randn_like):
+    """ELBO that samples with σ² = exp(log σ²) in place of σ (the KL is right)."""
+    def f(model, x):
+        mu, lv = model.encode(x)
+        return model.log_likelihood(x, model.decode(mu + lv.exp() * noise(mu))) - _kl(mu, lv)
+    return f
+
+
+def _elbo_logvar_as_logstd(model, x):
+    """log σ² read as log σ everywhere: σ = exp(log σ²) in the noise, σ² = exp(2 log σ²) in the KL."""
+    mu, lv = model.encode(x)
+    kl = (0.5 * (mu.pow(2) + torch.exp(2 * lv) - 1 - 2 * lv)).sum(-1)
+    return model.log_likelihood(x, model.decode(mu + lv.exp() * torch.randn_like(mu))) - kl
+
+
+def _elbo_torch_normal(model, x):
+    """z = torch.normal(μ, σ): the right values, but no gradient path from z back to μ and σ."""
+    mu, lv = model.encode(x)
+    return model.log_likelihood(x, model.decode(torch.normal(mu, torch.exp(0.5 * lv)))) - _kl(mu, lv)
+
+
+def _elbo_no_grad(model, x):
+    with torch.no_grad():
+        return _elbo_chapter7(model, x)
+
+
+def _elbo_distributions(model, x):
+    mu, lv = model.encode(x)
+    q = torch.distributions.Independent(torch.distributions.Normal(mu, torch.exp(0.5 * lv)), 1)
+    p = torch.distributions.Independent(
+        torch.distributions.Normal(torch.zeros_like(mu), torch.ones_like(mu)), 1)
+    return model.log_likelihood(x, model.decode(q.rsample())) - torch.distributions.kl_divergence(q, p)
+
+
+def _elbo_chapter7(model, x, beta=1.0):  # the book's own answer (book/07_beta.ipynb)
+    mu, logvar = model.encode(x)
+    z = losses.reparameterize(mu, logvar)
+    rec = model.log_likelihood(x, model.decode(z))
+    kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(-1)
+    return rec - beta * kl
+
+
+def _elbo_mc_kl(model, x):
+    mu, lv = model.encode(x)
+    z = mu + torch.exp(0.5 * lv) * torch.randn_like(mu)
+    log_pz = losses.gaussian_log_likelihood(z, torch.zeros_like(z), 0.0)
+    log_qz = losses.gaussian_log_likelihood(z, mu, lv)
+    return model.log_likelihood(x, model.decode(z)) + log_pz - log_qz
+
+
+def _iwae_with(k_used=None, noise=None, combine="logsumexp", log_k="k", sigma=lambda lv: torch.exp(0.5 * lv)):
+    """IWAE built from ``k_used(k)`` samples drawn as ``noise(k, mu)`` and combined by ``combine``."""
+    def f(model, x, k):
+        kk = k if k_used is None else k_used(k)
+        mu, lv = model.encode(x)
+        eps = torch.randn(kk, *mu.shape, dtype=mu.dtype) if noise is None else noise(kk, mu)
+        z = mu + sigma(lv) * eps  # (kk, B, Z)
+        zf = z.reshape(-1, z.shape[-1])
+        xf = x.unsqueeze(0).expand(kk, *x.shape).reshape(-1, *x.shape[1:])
+        log_w = (model.log_likelihood(xf, model.decode(zf))
+                 + losses.gaussian_log_likelihood(zf, torch.zeros_like(zf), 0.0)
+                 - losses.gaussian_log_likelihood(zf, mu.expand_as(z).reshape(zf.shape),
+                                                  lv.expand_as(z).reshape(zf.shape))).view(kk, -1)
+        if combine == "mean":
+            return log_w.mean(0)
+        return torch.logsumexp(log_w, 0) - math.log({"k": k, "used": kk}[log_k])
+    return f
+
+
+def _iwae_loop_distributions(model, x, k):
+    """One sample at a time with torch.distributions, weights combined at the end."""
+    mu, lv = model.encode(x)
+    q = torch.distributions.Normal(mu, torch.exp(0.5 * lv))
+    prior = torch.distributions.Normal(0.0, 1.0)
+    log_w = []
+    for _ in range(k):
+        z = q.rsample()
+        log_w.append(model.log_likelihood(x, model.decode(z)) + prior.log_prob(z).sum(-1) - q.log_prob(z).sum(-1))
+    return torch.logsumexp(torch.stack(log_w), 0) - math.log(k)
+
+
+def _iwae_chapter8(model, x, k):  # the book's own answer (book/08_evaluation.ipynb)
+    mu, logvar = model.encode(x)
+    z = losses.reparameterize(mu.expand(k, *mu.shape), logvar.expand(k, *logvar.shape))
+    zf = z.reshape(-1, z.shape[-1])
+    xf = x.expand(k, *x.shape).reshape(-1, *x.shape[1:])
+    log_px_z = model.log_likelihood(xf, model.decode(zf)).view(k, -1)
+    log_pz = losses.gaussian_log_likelihood(zf, torch.zeros_like(zf), 0.0).view(k, -1)
+    log_qz = losses.gaussian_log_likelihood(zf, mu.repeat(k, 1), logvar.repeat(k, 1)).view(k, -1)
+    return torch.logsumexp(log_px_z + log_pz - log_qz, dim=0) - math.log(k)
+
+
+def _per_row(mu):
+    """ε drawn one example at a time (a different order of the same stream)."""
+    return torch.stack([torch.randn(mu.shape[-1], dtype=mu.dtype) for _ in range(mu.shape[0])])
+
+
+CORRECT_STOCHASTIC = [
+    # reparameterize: other generators, other orders, other dtypes, torch.distributions
+    ("reparameterize", "own torch.Generator",
+     lambda mu, lv: mu + torch.exp(0.5 * lv) * torch.randn(mu.shape, generator=_GEN, dtype=mu.dtype)),
+    ("reparameterize", "ε drawn transposed (another order)",
+     lambda mu, lv: mu + torch.exp(0.5 * lv) * torch.randn(mu.shape[::-1], dtype=mu.dtype).t()),
+    ("reparameterize", "ε drawn in float64, then cast",
+     lambda mu, lv: mu + torch.exp(0.5 * lv) * torch.randn(mu.shape, dtype=torch.float64).to(mu.dtype)),
+    ("reparameterize", "ε one row at a time", lambda mu, lv: mu + torch.exp(0.5 * lv) * _per_row(mu)),
+    ("reparameterize", "Independent(Normal).rsample()",
+     lambda mu, lv: torch.distributions.Independent(
+         torch.distributions.Normal(mu, torch.exp(0.5 * lv)), 1).rsample()),
+    ("reparameterize", "MultivariateNormal(scale_tril=diag σ).rsample()",
+     lambda mu, lv: torch.distributions.MultivariateNormal(
+         mu, scale_tril=torch.diag_embed(torch.exp(0.5 * lv))).rsample()),
+    ("reparameterize", "σ = sqrt(exp(log σ²))", lambda mu, lv: mu + lv.exp().sqrt() * torch.randn_like(mu)),
+    # elbo
+    ("elbo", "the book's chapter-7 answer", _elbo_chapter7),
+    ("elbo", "own torch.Generator", _elbo_with(lambda mu: torch.randn(mu.shape, generator=_GEN, dtype=mu.dtype))),
+    ("elbo", "ε one row at a time", _elbo_with(_per_row)),
+    ("elbo", "ε drawn transposed", _elbo_with(lambda mu: torch.randn(mu.shape[::-1], dtype=mu.dtype).t())),
+    ("elbo", "torch.distributions: rsample and kl_divergence", _elbo_distributions),
+    ("elbo", "returns losses.ELBOTerms", lambda model, x: losses.elbo(model, x, generator=_GEN)),
+    # iwae_bound
+    ("iwae_bound", "the book's chapter-8 answer", _iwae_chapter8),
+    ("iwae_bound", "own torch.Generator", lambda model, x, k: losses.iwae_bound(model, x, k, generator=_GEN)),
+    ("iwae_bound", "one sample at a time with torch.distributions", _iwae_loop_distributions),
+    ("iwae_bound", "samples drawn as (B, k, Z)",
+     _iwae_with(noise=lambda k, mu: torch.randn(mu.shape[0], k, mu.shape[1], dtype=mu.dtype).transpose(0, 1))),
+    ("iwae_bound", "small chunks (max_elements=64)", lambda model, x, k: losses.iwae_bound(model, x, k, max_elements=64)),
+]
+
+
+@pytest.mark.parametrize("name,label,fn", CORRECT_STOCHASTIC, ids=[f"{n}-{lab}" for n, lab, _ in CORRECT_STOCHASTIC])
+def test_correct_stochastic_answers_pass(name, label, fn, capsys):
+    assert getattr(check, name)(fn) is True, capsys.readouterr().out
+
+
+WRONG_STOCHASTIC = [
+    # (check, label, wrong function, text the report must contain)
+    ("reparameterize", "noise sd 1.03",
+     lambda mu, lv: mu + 1.03 * torch.exp(0.5 * lv) * torch.randn_like(mu), "standard deviation 1.03"),
+    ("reparameterize", "noise sd 0.99",
+     lambda mu, lv: mu + 0.99 * torch.exp(0.5 * lv) * torch.randn_like(mu), "standard deviation 0.99"),
+    ("reparameterize", "exp(log σ²) as σ", lambda mu, lv: mu + lv.exp() * torch.randn_like(mu), "exp(½ log σ²)"),
+    ("reparameterize", "no σ at all", lambda mu, lv: mu + torch.randn_like(mu), "is not"),
+    ("reparameterize", "0.1 σ", lambda mu, lv: mu + 0.1 * torch.exp(0.5 * lv) * torch.randn_like(mu),
+     "standard deviation 0.1"),
+    ("reparameterize", "uniform noise scaled to variance 1",
+     lambda mu, lv: mu + torch.exp(0.5 * lv) * (torch.rand_like(mu) - 0.5) * math.sqrt(12), "not normal"),
+    ("reparameterize", "±1 noise", lambda mu, lv: mu + torch.exp(0.5 * lv) * torch.randn_like(mu).sign(),
+     "not normal"),
+    ("reparameterize", "one ε for the whole batch",
+     lambda mu, lv: mu + torch.exp(0.5 * lv) * torch.randn(mu.shape[-1]), "every row"),
+    ("reparameterize", "one ε per example for all dimensions",
+     lambda mu, lv: mu + torch.exp(0.5 * lv) * torch.randn(mu.shape[0], 1), "all latent dimensions"),
+    ("reparameterize", "noise re-seeded in the function",
+     lambda mu, lv: mu + torch.exp(0.5 * lv) * torch.randn(mu.shape, generator=torch.Generator().manual_seed(0)),
+     "fresh"),
+    # elbo
+    ("elbo", "no sampling (z = μ)", _elbo_with(torch.zeros_like), "is the same for all"),
+    ("elbo", "exp(log σ²) as σ", _elbo_sigma_squared(), "exp(½ log σ²)"),
+    ("elbo", "0.1 σ noise", _elbo_with(lambda mu: 0.1 * torch.randn_like(mu)), "varies too little"),
+    ("elbo", "1.03 σ noise", _elbo_with(lambda mu: 1.03 * torch.randn_like(mu)), "varies too much"),
+    ("elbo", "uniform noise", _elbo_with(torch.rand_like), "wrong"),
+    ("elbo", "one ε for the whole batch", _elbo_with(lambda mu: torch.randn(mu.shape[-1], dtype=mu.dtype)),
+     "shared by the whole batch"),
+    ("elbo", "KL added", _elbo_with(torch.randn_like, kl=lambda mu, lv: -_kl(mu, lv)), "KL is subtracted"),
+    ("elbo", "reconstruction averaged over pixels",
+     lambda model, x: _elbo_with(torch.randn_like, rec_scale=1 / x[0].numel())(model, x), "errata E9"),
+    ("elbo", "KL with σ where σ² belongs",
+     _elbo_with(torch.randn_like, kl=lambda mu, lv: (0.5 * (mu.pow(2) + torch.exp(0.5 * lv) - 1 - lv)).sum(-1)),
+     "σ² = exp(log σ²) belongs"),
+    ("elbo", "log σ² treated as log σ (noise and KL)", _elbo_logvar_as_logstd, "log σ² is the log-variance"),
+    ("elbo", "KL estimated from z (not the closed form)", _elbo_mc_kl, "estimated the KL from the sampled z"),
+    ("elbo", "z drawn by torch.normal (no gradient path through μ)",
+     _elbo_torch_normal, "gradient of your ELBO with respect to the encoder"),
+    ("elbo", "computed under torch.no_grad()", _elbo_no_grad, "carries no gradient"),
+    # iwae_bound
+    ("iwae_bound", "k − 1 samples, − log(k − 1)", _iwae_with(k_used=lambda k: k - 1, log_k="used"), "L_{k−1}"),
+    ("iwae_bound", "k − 1 samples, − log k", _iwae_with(k_used=lambda k: k - 1), "one of the k samples is missing"),
+    ("iwae_bound", "average of the k log-weights", _iwae_with(combine="mean"), "average of log w"),
+    ("iwae_bound", "no − log k", lambda model, x, k: _iwae_with()(model, x, k) + math.log(k), "− log k"),
+    ("iwae_bound", "one z reused k times",
+     _iwae_with(noise=lambda k, mu: torch.randn_like(mu).expand(k, *mu.shape)), "reused"),
+    ("iwae_bound", "one ε for the whole batch",
+     _iwae_with(noise=lambda k, mu: torch.randn(k, 1, mu.shape[-1], dtype=mu.dtype)), "shared by the whole batch"),
+    ("iwae_bound", "exp(log σ²) as σ when sampling", _iwae_with(sigma=torch.exp), "FAIL"),
+    ("iwae_bound", "1.1 σ when sampling", _iwae_with(sigma=lambda lv: 1.1 * torch.exp(0.5 * lv)), "varies too"),
+    ("iwae_bound", "sign flipped", lambda model, x, k: -_iwae_with()(model, x, k), "sign"),
+]
+
+
+@pytest.mark.parametrize("name,label,fn,text", WRONG_STOCHASTIC,
+                         ids=[f"{n}-{lab}" for n, lab, _, _ in WRONG_STOCHASTIC])
+def test_wrong_stochastic_answers_fail_and_say_why(name, label, fn, text, capsys):
+    state = torch.get_rng_state()
+    assert getattr(check, name)(fn) is False
+    out = capsys.readouterr().out
+    assert out.startswith(f"check.{name}: FAIL on case '")
+    assert text in out, out
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_catalogued_mistakes_fail_whatever_the_generator(seed, capsys):
+    """The three answers issue 10 found passing fail for every student generator."""
+    g = torch.Generator().manual_seed(seed)
+
+    def noise(mu):
+        return torch.randn(mu.shape, generator=g, dtype=mu.dtype)
+
+    assert not check.elbo(_elbo_with(lambda mu: 0 * noise(mu)))  # z = μ
+    assert not check.elbo(_elbo_sigma_squared(noise))  # exp(log σ²) as σ
+    assert not check.elbo(_elbo_with(lambda mu: 0.1 * noise(mu)))
+    assert not check.reparameterize(lambda mu, lv: mu + 1.03 * torch.exp(0.5 * lv) * noise(mu))
+    assert not check.iwae_bound(_iwae_with(k_used=lambda k: k - 1, log_k="used",
+                                           noise=lambda k, mu: torch.randn(k, *mu.shape, generator=g,
+                                                                           dtype=mu.dtype)))
+    capsys.readouterr()
+
+
+def test_exact_elbo_moments_match_the_linear_gaussian_closed_form():
+    """The quadrature behind check.elbo against the closed form of a linear-Gaussian decoder.
+
+    With z = μ + s ε and WᵀW = diag(c): log p(x|z) = const + (Σ_j a_j ε_j − ½ Σ_j c_j s_j² ε_j²)/σ²,
+    a = s ⊙ Wᵀ(x − Wμ − b), so Var = (‖a‖² + ½ Σ_j c_j² s_j⁴)/σ⁴; the mean is LinearGaussian.elbo.
+    """
+    from vae_tutorial.check import (
+        _IWAE_ALPHA,
+        _elbo_moments,
+        _exact_posterior_vae,
+        _ppca_inputs,
+    )
+
+    inputs = _ppca_inputs(4, alpha=_IWAE_ALPHA, dtype=torch.float64)
+    exact = _elbo_moments(inputs)
+    _, ppca = _exact_posterior_vae(torch.float64, alpha=_IWAE_ALPHA)
+    mu, logvar = inputs["model"].encode(inputs["x"])
+    mu, logvar = mu.detach(), logvar.detach()
+    w, b, noise_var = ppca.weight, ppca.bias, ppca.noise_var
+    c = (w.T @ w).diagonal()
+    assert torch.allclose(w.T @ w, torch.diag(c), atol=1e-12)
+    s = torch.exp(0.5 * logvar)
+    a = s * ((inputs["x"] - mu @ w.T - b) @ w)
+    var = (a.pow(2).sum(-1) + 0.5 * (c.pow(2) * s.pow(4)).sum(-1)) / noise_var**2
+    assert torch.allclose(exact.mean, ppca.elbo(inputs["x"], mu, logvar), rtol=1e-10, atol=1e-10)
+    assert torch.allclose(exact.spreads["KL in closed form"][0], var, rtol=1e-9)
+
+
+def test_exact_iwae_moments_match_independent_computations():
+    """k = 1 in closed form; k = 2 by a 1-D identity; k = 3 by Monte Carlo (4·10⁶ draws, float64)."""
+    from vae_tutorial.check import _log_mean_exp_moments
+
+    alpha = 1.5
+    assert _log_mean_exp_moments(alpha, 1) == (-alpha**2 / 2, alpha**2, 3 * alpha**4)
+    # log((e^{αη₁} + e^{αη₂})/2) = α(η₁+η₂)/2 + log cosh(α(η₁−η₂)/2), two independent parts
+    t, w = np.polynomial.hermite_e.hermegauss(200)
+    w = w / math.sqrt(2 * math.pi)
+    lc = np.log(np.cosh(alpha * t / math.sqrt(2)))
+    mean2, var2, _ = _log_mean_exp_moments(alpha, 2)
+    assert mean2 == pytest.approx((w * lc).sum() - alpha**2 / 2, abs=1e-9)
+    assert var2 == pytest.approx(alpha**2 / 2 + (w * lc**2).sum() - (w * lc).sum() ** 2, abs=1e-9)
+    g = torch.Generator().manual_seed(0)
+    draws = torch.logsumexp(alpha * torch.randn(4_000_000, 3, generator=g, dtype=torch.float64), -1)
+    draws = draws - math.log(3) - alpha**2 / 2
+    mean3, var3, m4 = _log_mean_exp_moments(alpha, 3)
+    n = draws.numel()
+    assert abs(draws.mean().item() - mean3) < 6 * math.sqrt(var3 / n)
+    assert abs(draws.var().item() - var3) < 6 * math.sqrt((m4 - var3**2) / n)

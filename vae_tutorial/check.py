@@ -31,22 +31,69 @@ check                                     your function
 ``iwae_bound(fn)``                        ``fn(model, x, k) -> (B,)``
 ========================================  ===========================================
 
-Stochastic functions (``reparameterize``, ``elbo``, ``iwae_bound``) are judged
-fairly: ``reparameterize`` by the statistics of ``ε = (z − μ)/σ`` and by its
-gradients (``∂z/∂μ = 1``, ``∂z/∂ log σ² = ½ σ ε``); ``elbo`` and ``iwae_bound``
-first with the same ``torch.manual_seed`` as the reference (equal if you draw the
-noise the same way), otherwise by comparing averages over many draws, and on models
-where the answer is deterministic (an encoder with ``log σ² = −30``; a linear-Gaussian
-model whose encoder is the exact posterior, where ``L_k = log p(x)`` for every ``k``).
+Stochastic functions (``reparameterize``, ``elbo``, ``iwae_bound``) are judged by the
+law of what they return, so a correct answer passes whatever generator it uses (the
+global one, its own ``torch.Generator``, ``torch.distributions`` ``rsample``) and in
+whatever order it draws its noise (all at once, per row, transposed, in chunks):
+
+* ``reparameterize``: shape, dtype, fresh noise per call, the exact gradients
+  ``∂z/∂μ = 1`` and ``∂z/∂ log σ² = ½ σ ε``, and on 2·10⁵ × 5 draws (five columns with
+  ``log σ²`` from −20 to 20) z-tests that ``ε = (z − μ)/σ`` has mean 0, mean square 1
+  (standard error √(2/n)) and P(−1 < ε < 1) = 0.6827, per column and pooled, with no
+  correlation between neighbouring dimensions or examples.
+* ``elbo``: exact values where the noise does not matter (``log σ² = −30``, so
+  ``z = μ``), and there the exact gradient with respect to the encoder's and decoder's
+  parameters (sampling z without a gradient path, e.g. ``torch.normal``, fails); then, on a tanh MLP VAE and on a linear-Gaussian decoder (Z = 2), each
+  example is repeated 50 000 times in one batch, and the average and the variance of your
+  values over the copies are z-tested against the exact mean and variance of the
+  one-sample ELBO, ``log p_θ(x|z) − KL`` with the KL in closed form, computed by
+  Gauss–Hermite quadrature over ε (40 and 80 nodes agree to 5e-6).
+* ``iwae_bound``: exact values on a linear-Gaussian model whose encoder is the exact
+  posterior (every weight is ``p(x)``, so ``L_k = log p(x)`` for any noise); then, with the
+  encoder shifted by α = (1.2, 0.9) posterior standard deviations, every log-weight is
+  ``log p(x) − ‖α‖²/2 − αᵀε`` (log-normal weights), so the exact mean and variance of
+  ``L̂_k`` follow from a k-dimensional quadrature; k = 3, 2, 1, 50 000 copies of 2 examples.
+
+Every z-test rejects at ``|z| > 6`` (two-sided probability 2.0e-9). A check runs at most 20
+such tests, so a correct answer fails with probability below 4e-8 (by the union bound;
+the statistics are averages of 5·10⁴ or more independent terms, and over 300 independent
+runs of correct answers their z-scores had standard deviations 0.94–1.07 and no ``|z| > 4.9``).
+Each check takes well under a second of CPU.
+
+Smallest errors each check detects, measured as FAIL in 20 of 20 runs with independent
+generators (one step below, δ = 0.005 failed ``reparameterize`` in 18 of 20 runs,
+δ = ±0.02 ``elbo`` in 18 and 16, δ = 0.015 ``iwae_bound`` in 11), and
+how far the mistakes catalogued in issue 10 land, in standard errors (SE) of the test
+that reports them:
+
+====================  ========================================================================
+check                 smallest error reliably detected; catalogued mistakes
+====================  ========================================================================
+``reparameterize``    noise standard deviation 1 + δ: ``|δ| ≥ 0.007`` (sd 1.03: 43 SE pooled, 19 SE
+                      per column); σ² = exp(log σ²) as σ, no σ: ``|ε|`` up to 10⁵; uniform or ±1
+                      noise: 227 / 607 SE; shared noise: detected exactly
+``elbo``              any error when σ ≈ 0 (sign, KL formula, mean over pixels): 1e-4 relative;
+                      noise scale (1 + δ) σ: ``|δ| ≥ 0.025``; a mean error present only when σ ≠ 0
+                      (e.g. σ for σ² inside the KL): ≈ 0.05 nats (SE of the means 0.005–0.015);
+                      z = μ: zero spread; σ² as σ: 35 SE (mean), 90 SE (spread); 0.1 σ: 199 SE
+``iwae_bound``        any error on the exact posterior (− log k, sign, k − 1 samples then
+                      − log k: off by log((k − 1)/k)): 1e-4 relative; L_{k−1} instead of L_k at
+                      k = 3: 35 SE (mean), 52 SE (spread); mean of log w: 152 SE; one z reused:
+                      88 SE; noise scale (1 + δ) σ when sampling z: ``|δ| ≥ 0.02``; a mean error:
+                      ≈ 0.05 nats (SE 0.0045–0.0067)
+====================  ========================================================================
+
 The global random state is restored afterwards.
 """
 from __future__ import annotations
 
+import copy
 import math
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -154,10 +201,13 @@ class _Case:
     block: str
     label: str
     make: Callable[[], dict]  # fresh, seeded inputs, in the function's argument order
-    judge: str = "values"  # "values", "stochastic" or "reparameterize"
+    judge: str = "values"  # "values", "seeded", "moments" or "reparameterize"
     rtol: float = 1e-4
     atol: float = 1e-4
     note: str | None = None  # the hint shown if the student's function raises on this case
+    exact: Callable[[dict], _Moments] | None = None  # "moments": the correct estimator's law
+    reps: int = 0  # "moments": copies of each example in the batch given to the function
+    grads: bool = False  # "seeded" elbo: also compare the gradients with the reference's
 
 
 def _reduced_numel(inputs: dict) -> int:
@@ -213,8 +263,18 @@ def _elbo_mean_pixels(i, e):
     return t.reconstruction / i["x"][0].numel() - t.kl
 
 
+def _elbo_logvar_as_logstd(i, e):  # σ = exp(log σ²) in the noise (invisible when σ ≈ 0) and in the KL
+    mu, lv = i["model"].encode(i["x"])
+    kl = (0.5 * (mu.pow(2) + torch.exp(2 * lv) - 1 - 2 * lv)).sum(-1)
+    return losses.elbo(i["model"], i["x"]).reconstruction - kl
+
+
 def _iwae_no_log_k(i, e):
     return e + math.log(i["k"])
+
+
+def _iwae_one_missing(i, e):  # exact on the exact-posterior model, where every log w = log p(x)
+    return e + math.log((i["k"] - 1) / i["k"])
 
 
 def _iwae_mean_log_w(i, e):
@@ -264,7 +324,9 @@ _BLOCKS = {b.name: b for b in [
            "use the logits (model.log_likelihood or binary_cross_entropy_with_logits), not sigmoid then log",
            (_SIGN, _Mistake("the KL is subtracted: ELBO = reconstruction − KL", _elbo_plus_kl),
             _Mistake("did you average the reconstruction over pixels? Sum it (errata E9: averaging is an "
-                     "accidental β = number of pixels)", _elbo_mean_pixels))),
+                     "accidental β = number of pixels)", _elbo_mean_pixels),
+            _Mistake("log σ² is the log-variance: σ = exp(½ log σ²), σ² = exp(log σ²) in the KL; your KL "
+                     "treats it as log σ", _elbo_logvar_as_logstd))),
     _Block("iwae_bound", lambda model, x, k: losses.iwae_bound(model, x, k), "samples",
            "L_k = logsumexp_k(log w_k) − log k with log w = log p_θ(x|z) + log p(z) − log q_φ(z|x), "
            "z_k ~ q_φ(z|x); log p(z) and log q are full Gaussian log densities summed over latent dims",
@@ -272,7 +334,9 @@ _BLOCKS = {b.name: b for b in [
            (_SIGN, _Mistake("did you forget the − log k (the average, not the sum, of the weights)?",
                             _iwae_no_log_k),
             _Mistake("that is the average of log w (the ELBO), not log of the average weight: use "
-                     "logsumexp(log w) − log k", _iwae_mean_log_w))),
+                     "logsumexp(log w) − log k", _iwae_mean_log_w),
+            _Mistake("one of the k samples is missing: logsumexp runs over k − 1 log-weights (an "
+                     "off-by-one in a loop or a slice?)", _iwae_one_missing))),
 ]}
 
 
@@ -300,30 +364,43 @@ def _binary(*shape, seed, dtype=torch.float32):
     return torch.bernoulli(torch.full(shape, 0.5, dtype=dtype), generator=_g(seed))
 
 
-def _toy_vae(*, seed=0, likelihood="bernoulli", logvar=None, logit_scale=1.0, dtype=torch.float32):
+def _toy_vae(*, seed=0, likelihood="bernoulli", logvar=None, logit_scale=1.0, dtype=torch.float32,
+             smooth=False):
     """A small MLP VAE on ``(1, 4, 4)`` images, Z = 2, with seeded weights.
 
     ``logvar``: pin the encoder's log σ² to this value (``−30`` makes z = μ, so the ELBO
     is deterministic). ``logit_scale`` multiplies the decoder's last layer (saturation).
+    ``smooth``: tanh instead of ReLU in the decoder, so that ``log p(x|z)`` is analytic in
+    z and Gauss–Hermite quadrature gives its moments exactly (ReLU kinks leave errors of
+    ~1e-3, which 50 000 draws resolve).
     """
     with _seeded(seed):
         model = VAE(MLPEncoder((1, 4, 4), [8], 2), MLPDecoder(2, [8], (1, 4, 4)), likelihood)
+    if smooth:
+        model.decoder.net[1] = torch.nn.Tanh()
     with torch.no_grad():
-        if logvar is not None:
+        if logvar is not None:  # a float, or one value per latent dimension
             head = model.encoder.net[-1]
             head.weight[2:] = 0.0
-            head.bias[2:] = logvar
+            head.bias[2:] = torch.as_tensor(logvar, dtype=head.bias.dtype)
         model.decoder.net[-1].weight.mul_(logit_scale)
         model.decoder.net[-1].bias.mul_(logit_scale)
     return model.to(dtype).eval()
 
 
-def _exact_posterior_vae(dtype=torch.float32) -> tuple[VAE, LinearGaussian]:
+def _exact_posterior_vae(dtype=torch.float32, *, alpha=(0.0, 0.0),
+                         shape: tuple[int, ...] = (6,)) -> tuple[VAE, LinearGaussian]:
     """Linear-Gaussian model (PPCA, D = 6, Z = 2) whose encoder is the exact posterior.
 
-    ``Wᵀ W`` is diagonal, so the posterior ``N(M⁻¹Wᵀ(x − b), σ² M⁻¹)`` is a diagonal
-    Gaussian that the encoder represents exactly. Every importance weight is then
-    ``p(x, z)/p(z|x) = p(x)``: any correct IWAE bound equals ``log p(x)`` for every k.
+    ``Wᵀ W`` is diagonal, so the posterior ``N(m, S²) = N(M⁻¹Wᵀ(x − b), σ² M⁻¹)`` is a
+    diagonal Gaussian that the encoder represents exactly. Every importance weight is
+    then ``p(x, z)/p(z|x) = p(x)``: any correct IWAE bound equals ``log p(x)`` for every k.
+
+    ``alpha``: shift the encoder's mean by ``α_j S_j`` (q = N(m + α S, S²)). Then
+    ``log w = log p(x) + log N(z; m, S²) − log N(z; m + αS, S²)
+    = log p(x) − ‖α‖²/2 − αᵀε`` with ``z = m + αS + S ε``: the weights are exactly
+    log-normal, so the distribution of ``L̂_k`` is known (see :func:`_iwae_moments`).
+    ``shape``: the data's shape per example (``(1, 2, 3)`` for image-like inputs).
     """
     d, z = 6, 2
     q, _ = torch.linalg.qr(torch.randn(d, z, generator=_g(7), dtype=torch.float64))
@@ -333,15 +410,16 @@ def _exact_posterior_vae(dtype=torch.float32) -> tuple[VAE, LinearGaussian]:
     m = ppca._m()
     a = torch.linalg.solve(m, w.T)  # posterior mean = A (x − b)
     post_logvar = (ppca.noise_var / m.diagonal()).log()
+    shift = torch.tensor(alpha, dtype=torch.float64) * (0.5 * post_logvar).exp()
     # one linear layer each way; the Gaussian decoder's mean is the layer's output, W z + b
     with _seeded(0):  # the layers' default init draws from the global generator
-        model = VAE(MLPEncoder(d, [], z), MLPDecoder(z, [], d), "gaussian",
+        model = VAE(MLPEncoder(shape, [], z), MLPDecoder(z, [], shape), "gaussian",
                     gaussian_logvar=math.log(0.25)).double()
     with torch.no_grad():
         enc, dec = model.encoder.net[-1], model.decoder.net[-1]
         enc.weight.zero_()
         enc.weight[:z] = a
-        enc.bias[:z] = -a @ b
+        enc.bias[:z] = -a @ b + shift
         enc.bias[z:] = post_logvar
         dec.weight.copy_(w)
         dec.bias.copy_(b)
@@ -418,15 +496,141 @@ def _vae_inputs(b, *, seed=0, x_seed=3, transpose=False, dtype=torch.float32, **
     return {"model": model, "x": x}
 
 
-def _ppca_inputs(b, k, *, dtype=torch.float32, seed=5, transpose=False):
-    model, _ = _exact_posterior_vae(dtype)
-    x = _ppca_data(b, seed, dtype)
+def _ppca_inputs(b, k=None, *, dtype=torch.float32, seed=5, transpose=False, alpha=(0.0, 0.0),
+                 shape=(6,)):
+    model, _ = _exact_posterior_vae(dtype, alpha=alpha, shape=shape)
+    x = _ppca_data(b, seed, dtype).reshape(b, *shape)
     if transpose:
-        x = x.t().contiguous().t()
-    return {"model": model, "x": x, "k": k}
+        x = x.transpose(-1, -2).contiguous().transpose(-1, -2)
+    return {"model": model, "x": x} if k is None else {"model": model, "x": x, "k": k}
+
+
+# ----------------------------------------------------------------------------- exact laws
+
+_Z = 6.0  # z-test threshold: a correct answer fails one test with probability 2.0e-9
+_NODES = 60  # Gauss–Hermite nodes per dimension (40 and 80 agree to 1e-6 on these models)
+
+
+def _gauss_hermite(dim: int, nodes: int = _NODES) -> tuple[Tensor, Tensor]:
+    """Nodes ``(N, dim)`` and weights ``(N,)``, ``N = nodes**dim``, with
+    ``Σ_n w_n f(ε_n) ≈ E[f(ε)]`` for ``ε ~ N(0, I_dim)`` (exact for polynomials of degree
+    < 2·nodes)."""
+    t, w = np.polynomial.hermite_e.hermegauss(nodes)
+    t = torch.as_tensor(t, dtype=torch.float64)
+    w = torch.as_tensor(w / math.sqrt(2 * math.pi), dtype=torch.float64)
+    grid = torch.cartesian_prod(*[t] * dim).reshape(-1, dim)
+    weights = torch.cartesian_prod(*[w] * dim).reshape(-1, dim).prod(-1)
+    return grid, weights
+
+
+def _central(f: Tensor, w: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Mean, variance and 4th central moment of ``f (..., N)`` under weights ``w (N,)``."""
+    mean = (w * f).sum(-1)
+    c = f - mean.unsqueeze(-1)
+    return mean, (w * c.pow(2)).sum(-1), (w * c.pow(4)).sum(-1)
+
+
+@dataclass
+class _Moments:
+    """The law of a correct estimator, per distinct example ``(B,)``.
+
+    ``spreads`` maps each accepted estimator (e.g. the ELBO with the KL in closed form or
+    estimated from the same z) to its ``(variance, 4th central moment)``: they share the
+    mean. ``alternatives`` are ``(hint, expected value, variance or None)`` of known mistakes.
+    """
+
+    mean: Tensor
+    spreads: dict[str, tuple[Tensor, Tensor]]
+    alternatives: list[tuple[str, Tensor, Tensor | None]] = field(default_factory=list)
+    what: str = "ELBO"
+
+
+_MC_KL = ("you estimated the KL from the sampled z, as log q_φ(z|x) − log p(z): unbiased, but noisier "
+          "than the closed form this check (and the book) uses: KL = −½ Σ_j (1 + log σ_j² − μ_j² − σ_j²)")
+
+
+def _elbo_moments(inputs: dict) -> _Moments:
+    """Exact mean and spread of the one-sample ELBO by Gauss–Hermite quadrature over ε.
+
+    With ``z = μ + σ ε`` the estimator is ``f(ε) = log p_θ(x|z) − KL`` (closed-form KL);
+    ``log p_θ(x|z) + log p(z) − log q_φ(z|x)`` (KL estimated from the same z) has the same
+    mean and a larger spread, and is recognised as a known variant. With Z = 2 and 40² nodes the moments are exact to ~1e-10 for the
+    smooth decoders used here (the linear-Gaussian one is a polynomial in ε: exact).
+    """
+    model = copy.deepcopy(inputs["model"]).double()
+    x = inputs["x"].double()
+    with torch.no_grad():
+        mu, logvar = model.encode(x)
+        b, zdim = mu.shape
+        eps, w = _gauss_hermite(zdim)
+        n = eps.shape[0]
+        z = mu.unsqueeze(1) + torch.exp(0.5 * logvar).unsqueeze(1) * eps  # (B, N, Z)
+        xs = x.unsqueeze(1).expand(b, n, *x.shape[1:]).reshape(b * n, *x.shape[1:])
+        rec = model.log_likelihood(xs, model.decode(z.reshape(b * n, zdim))).view(b, n)
+        kl = losses.kl_standard_normal(mu, logvar)
+        # log p(z) − log q(z|x) = −½‖z‖² + ½‖ε‖² + ½ Σ_j log σ_j² (the log 2π cancel)
+        log_ratio = -0.5 * z.pow(2).sum(-1) + 0.5 * eps.pow(2).sum(-1) + 0.5 * logvar.sum(-1, keepdim=True)
+        rec_at_mean = model.log_likelihood(x, model.decode(mu))
+    mean, var_kl, m4_kl = _central(rec - kl[:, None], w)
+    var_mc = _central(rec + log_ratio, w)[1]
+    rec_mean = mean + kl
+    alts = [("the sign is flipped: return the ELBO itself, not the loss −ELBO", -mean),
+            ("the KL is subtracted: ELBO = reconstruction − KL", rec_mean + kl),
+            (("did you average the reconstruction over pixels? Sum it (errata E9: averaging is an "
+             "accidental β = number of pixels)"), rec_mean / x[0].numel() - kl),
+            ("the KL is computed with σ = exp(½ log σ²) where σ² = exp(log σ²) belongs",
+             rec_mean - (0.5 * (mu.pow(2) + torch.exp(0.5 * logvar) - 1 - logvar)).sum(-1)),
+            (("your average equals the ELBO at z = μ: the reconstruction must be evaluated at a sampled "
+             "z = μ + σ ε, not at μ"), rec_at_mean - kl)]
+    return _Moments(mean, {"KL in closed form": (var_kl, m4_kl)},
+                    [(h, a, None) for h, a in alts] + [(_MC_KL, mean, var_mc)], "ELBO")
+
+
+def _log_mean_exp_moments(alpha: float, k: int) -> tuple[float, float, float]:
+    """Mean, variance, 4th central moment of ``log((1/k) Σ_i e^{α η_i}) − α²/2``, η ~ N(0, I_k).
+
+    That is ``L̂_k − log p(x)`` when every ``log w_i = log p(x) − α²/2 − α η_i`` (log-normal
+    weights with ``E[w] = p(x)``). ``k`` ≤ 3: quadrature over k dimensions; k = 1 is exact.
+    """
+    if k == 1:
+        return -alpha**2 / 2, alpha**2, 3 * alpha**4
+    eta, w = _gauss_hermite(k)
+    f = torch.logsumexp(alpha * eta, -1) - math.log(k) - alpha**2 / 2
+    return tuple(v.item() for v in _central(f, w))
+
+
+def _iwae_moments(inputs: dict, alpha: tuple[float, float]) -> _Moments:
+    """Law of ``L̂_k`` on :func:`_exact_posterior_vae` with its encoder shifted by ``α S``."""
+    x, k = inputs["x"], inputs["k"]
+    _, ppca = _exact_posterior_vae(torch.float64, alpha=alpha)
+    log_px = ppca.log_marginal(x.double().reshape(x.shape[0], -1))
+    a = math.hypot(*alpha)
+    mean, var, m4 = _log_mean_exp_moments(a, k)
+    alts = [("the sign is flipped: return L_k itself, not −L_k", -(log_px + mean), var),
+            ("did you forget the − log k (the average, not the sum, of the weights)?",
+             log_px + mean + math.log(k), var)]
+    if k > 1:
+        fewer, var_fewer, _ = _log_mean_exp_moments(a, k - 1)
+        alts += [(("your values follow the law of L_{k−1}: your estimator uses k − 1 independent samples "
+                  "instead of k (an off-by-one in a loop or a slice?)"), log_px + fewer, var_fewer),
+                 (("your values match logsumexp of k − 1 log-weights minus log k: one of the k samples "
+                  "is missing (an off-by-one in a loop or a slice?)"),
+                  log_px + fewer + math.log((k - 1) / k), var_fewer),
+                 (("that is the average of log w (the ELBO), not log of the average weight: use "
+                  "logsumexp(log w) − log k"), log_px - a**2 / 2, a**2 / k),
+                 (("your k log-weights are all equal: you drew one z and reused it; draw k independent "
+                  "samples z_1..z_k ~ q_φ(z|x)"), log_px - a**2 / 2, a**2)]
+    return _Moments(log_px + mean, {"L_k": (torch.full_like(log_px, var), torch.full_like(log_px, m4))},
+                    [(h, m, torch.full_like(log_px, v)) for h, m, v in alts], "bound")
 
 
 _EXTREME = 50.0
+_REPARAM_ROWS = 200_000  # rows of the statistical reparameterize case (5 columns: 10⁶ draws)
+_ELBO_REPS = 50_000  # copies of each example in the statistical ELBO cases
+_ELBO_LOGVAR = (-1.0, 0.7)  # the MLP VAE's posterior log-variances (σ ≠ σ², both ≠ 1)
+_ELBO_LOGIT_SCALE = 3.0  # a curved log p(x|z), so that the noise changes the mean too
+_IWAE_REPS = 50_000
+_IWAE_ALPHA = (1.2, 0.9)  # encoder shift in posterior standard deviations: ‖α‖ = 1.5
 _F64 = dict(rtol=1e-8, atol=1e-8)
 
 _CASES: tuple[_Case, ...] = (
@@ -448,8 +652,8 @@ _CASES: tuple[_Case, ...] = (
     _Case("kl_normal", "float64 inputs", lambda: _kl2_inputs(6, 4, seed=16, dtype=torch.float64), **_F64),
     _Case("kl_normal", "non-contiguous inputs (transposed)", lambda: _kl2_inputs(7, 3, seed=17, transpose=True)),
     # reparameterisation: statistics of ε, gradients, edge cases
-    _Case("reparameterize", "statistics: 20000 draws, log σ² ∈ {−20, −1, 0, 2, 20}",
-          lambda: _reparam_inputs(20000, [-20.0, -1.0, 0.0, 2.0, 20.0], [0.0, -2.0, 0.5, 3.0, 1.0]),
+    _Case("reparameterize", f"statistics: {_REPARAM_ROWS} draws, log σ² ∈ {{−20, −1, 0, 2, 20}}",
+          lambda: _reparam_inputs(_REPARAM_ROWS, [-20.0, -1.0, 0.0, 2.0, 20.0], [0.0, -2.0, 0.5, 3.0, 1.0]),
           judge="reparameterize"),
     _Case("reparameterize", "batch of one (1×3)",
           lambda: _reparam_inputs(1, [-1.0, 0.0, 1.0], [0.3, -0.2, 2.0]), judge="reparameterize"),
@@ -491,29 +695,39 @@ _CASES: tuple[_Case, ...] = (
           lambda: _ll_inputs((5, 9), seed=45, grey=True, dtype=torch.float64), **_F64),
     _Case("continuous_bernoulli_log_likelihood", "non-contiguous inputs",
           lambda: _ll_inputs((6, 7), seed=46, grey=True, transpose=True)),
-    # ELBO of a small VAE
-    _Case("elbo", "encoder with log σ² = −30 (z = μ: the ELBO is deterministic)",
-          lambda: _vae_inputs(8, logvar=-30.0), judge="stochastic"),
-    _Case("elbo", "random model, batch of 8", lambda: _vae_inputs(8, seed=1), judge="stochastic"),
+    # ELBO of a small VAE: where the noise does not matter (σ ≈ 0), values ...
+    _Case("elbo", "encoder with log σ² = −30 (z = μ: the ELBO and its gradient are deterministic)",
+          lambda: _vae_inputs(8, logvar=-30.0), judge="seeded", grads=True),
     _Case("elbo", "saturated decoder (logits beyond ±50)",
-          lambda: _vae_inputs(6, seed=2, logvar=-30.0, logit_scale=200.0), judge="stochastic"),
-    _Case("elbo", "batch of one", lambda: _vae_inputs(1, seed=3, logvar=-30.0), judge="stochastic"),
-    _Case("elbo", "float64 model and data", lambda: _vae_inputs(5, seed=4, logvar=-30.0, dtype=torch.float64),
-          judge="stochastic", **_F64),
-    _Case("elbo", "non-contiguous x", lambda: _vae_inputs(6, seed=5, transpose=True), judge="stochastic"),
-    # IWAE bound
+          lambda: _vae_inputs(6, seed=2, logvar=-30.0, logit_scale=200.0), judge="seeded"),
+    _Case("elbo", "batch of one", lambda: _vae_inputs(1, seed=3, logvar=-30.0), judge="seeded"),
+    _Case("elbo", "float64 model and data", lambda: _vae_inputs(5, seed=4, logvar=-60.0, dtype=torch.float64),
+          judge="seeded", **_F64),
+    # ... and where it does, the law of the estimator: exact mean and spread per example
+    _Case("elbo", f"random MLP VAE, log σ² = (−1, 0.7): mean and spread over {_ELBO_REPS} draws",
+          lambda: _vae_inputs(4, seed=1, logvar=_ELBO_LOGVAR, logit_scale=_ELBO_LOGIT_SCALE, smooth=True),
+          judge="moments", exact=_elbo_moments, reps=_ELBO_REPS),
+    _Case("elbo", f"linear-Gaussian decoder: mean and spread over {_ELBO_REPS} draws",
+          lambda: _ppca_inputs(4, alpha=_IWAE_ALPHA), judge="moments", exact=_elbo_moments, reps=_ELBO_REPS),
+    _Case("elbo", "non-contiguous x (random MLP VAE)",
+          lambda: _vae_inputs(2, seed=5, logvar=_ELBO_LOGVAR, logit_scale=_ELBO_LOGIT_SCALE, smooth=True,
+                              transpose=True),
+          judge="moments", exact=_elbo_moments, reps=_ELBO_REPS // 4),
+    # IWAE bound: with the exact posterior every weight is p(x), so L_k = log p(x) for any noise ...
     _Case("iwae_bound", "exact posterior (linear-Gaussian model): L_k = log p(x), k = 7",
-          lambda: _ppca_inputs(6, 7), judge="stochastic"),
-    _Case("iwae_bound", "random model, k = 1 (the ELBO)", lambda: {**_vae_inputs(8, seed=1), "k": 1},
-          judge="stochastic"),
-    _Case("iwae_bound", "random model, k = 20", lambda: {**_vae_inputs(8, seed=1), "k": 20}, judge="stochastic"),
-    _Case("iwae_bound", "narrow posterior (log σ² = −20), k = 5",
-          lambda: {**_vae_inputs(6, seed=2, logvar=-20.0), "k": 5}, judge="stochastic"),
-    _Case("iwae_bound", "batch of one, k = 10", lambda: {**_vae_inputs(1, seed=3), "k": 10}, judge="stochastic"),
+          lambda: _ppca_inputs(6, 7), judge="seeded"),
+    _Case("iwae_bound", "image-shaped x (1, 2, 3), exact posterior, k = 5",
+          lambda: _ppca_inputs(4, 5, shape=(1, 2, 3)), judge="seeded"),
+    _Case("iwae_bound", "batch of one, k = 10", lambda: _ppca_inputs(1, 10, seed=8), judge="seeded"),
     _Case("iwae_bound", "float64 (exact posterior), k = 4", lambda: _ppca_inputs(3, 4, dtype=torch.float64),
-          judge="stochastic", **_F64),
+          judge="seeded", **_F64),
     _Case("iwae_bound", "non-contiguous x (exact posterior), k = 3", lambda: _ppca_inputs(5, 3, transpose=True),
-          judge="stochastic"),
+          judge="seeded"),
+    # ... and with a shifted encoder the weights are log-normal: the law of L̂_k is known
+    *[_Case("iwae_bound", f"log-normal weights (shifted posterior), k = {k}: mean and spread over "
+            f"{_IWAE_REPS} draws", lambda k=k: _ppca_inputs(2, k, seed=9, alpha=_IWAE_ALPHA),
+            judge="moments", exact=lambda i: _iwae_moments(i, _IWAE_ALPHA), reps=_IWAE_REPS)
+      for k in (3, 2, 1)],
 )
 
 
@@ -571,11 +785,14 @@ def _judge_values(block, case, fn) -> _Failure | None:
 
 
 _SEED = 1234
-_REPEATS = 100
 
 
-def _judge_stochastic(block, case, fn) -> _Failure | None:
-    """Same seed first; if that differs, compare averages over many draws (and known mistakes)."""
+def _judge_seeded(block, case, fn) -> _Failure | None:
+    """Cases where the noise does not matter (σ ≈ 0, or every weight equal): compare values.
+
+    Any correct answer gives the reference's value whatever its generator; both run under
+    the same seed only so that known mistakes that depend on the noise are recognised.
+    """
     inputs = case.make()
     args = list(inputs.values())
     with torch.no_grad():
@@ -585,28 +802,201 @@ def _judge_stochastic(block, case, fn) -> _Failure | None:
             got = _call(fn, *args)
         with _seeded(_SEED):  # known mistakes are evaluated with the same noise
             failure = _compare(block, inputs, got, expected, case.rtol, case.atol)
-        if failure is None or not failure.what.startswith("wrong values"):
+        if failure is None and case.grads:
+            with torch.enable_grad():
+                return _compare_gradients(block, inputs, fn)
+        if failure is None or not failure.what.startswith("wrong values") or block.name != "elbo":
             return failure
-        # Different draws of the noise: compare E[yours] with E[reference].
-        draws_got, draws_ref = [], []
-        for r in range(_REPEATS):
-            with _seeded(_SEED + 1 + r):
-                draws_got.append(_as_output(_call(fn, *args)).detach().double())
-            with _seeded(_SEED + 100_000 + r):
-                draws_ref.append(block.reference(*args).detach().double())
-    g, e = torch.stack(draws_got), torch.stack(draws_ref)
-    se = (g.var(0) / _REPEATS + e.var(0) / _REPEATS).sqrt()
-    tol = 6 * se + case.atol + case.rtol * e.mean(0).abs()
-    if bool(((g.mean(0) - e.mean(0)).abs() <= tol).all()):
-        return None
-    with _seeded(_SEED):  # which known mistake matches? (those that depend on the noise use the seed)
-        failure = _compare(block, inputs, g.mean(0), e.mean(0), case.rtol, float(tol.max()))
-    if failure is None:  # pragma: no cover - the test above and _compare agree
-        return None
-    failure.what = failure.what.replace("wrong values", f"wrong values on average over {_REPEATS} draws")
-    failure.details.append(f"with the reference's seed your values differed, so averages over {_REPEATS} "
-                           "draws were compared (tolerance: 6 standard errors)")
+        with _seeded(_SEED + 1):
+            again = _as_output(_call(fn, *args)).detach()
+    if not torch.allclose(again, _as_output(got).detach(), rtol=case.rtol, atol=case.atol):
+        failure.hint = ("here σ ≈ 0, so z = μ whatever the noise, yet your ELBO changes from call to call: "
+                        + _MC_KL)
     return failure
+
+
+def _compare_gradients(block, inputs: dict, fn) -> _Failure | None:
+    """∂(Σ ELBO)/∂(encoder, decoder parameters) against the reference's, with σ ≈ 0.
+
+    Then z = μ whatever the noise, so every correct answer has the reference's gradient:
+    ``∂/∂μ = ∇_z log p_θ(x|z) − μ``. Sampling z without a gradient path (torch.normal,
+    ``.detach()``, ``.data``) drops the first term; ``torch.no_grad()`` drops everything.
+    """
+    model = inputs["model"]
+    args = list(inputs.values())
+    with _seeded(_SEED):
+        got = _as_output(_call(fn, *args))
+    if not got.requires_grad:
+        return _Failure("your ELBO carries no gradient to the model's parameters", [],
+                        "compute it from model.encode / model.decode outputs without torch.no_grad(), "
+                        ".detach(), .item() or .data: training maximises it by gradient ascent")
+    for part in ("encoder", "decoder"):
+        params = list(getattr(model, part).parameters())
+        with _seeded(_SEED):
+            want = torch.autograd.grad(block.reference(*args).sum(), params, allow_unused=True)
+        with _seeded(_SEED):
+            have = torch.autograd.grad(_as_output(_call(fn, *args)).sum(), params, allow_unused=True)
+        want = torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for p, g in zip(params, want)])
+        have = torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for p, g in zip(params, have)])
+        if not torch.allclose(have, want, rtol=1e-3, atol=1e-4 * float(want.abs().max())):
+            return _Failure(
+                f"the gradient of your ELBO with respect to the {part}'s parameters is wrong: "
+                f"largest error {float((have - want).abs().max()):.4g} (largest entry {float(want.abs().max()):.4g})",
+                ["here σ ≈ 0, so z = μ and ∂ELBO/∂μ = ∇_z log p_θ(x|z) − μ for every correct answer"],
+                "the noise must enter as z = μ + σ ε so that gradients flow through μ and σ "
+                "(torch.normal(mu, std), z.detach() or .data cut that path; rsample() keeps it)")
+    return None
+
+
+def _shape_failure(block: _Block, got: Tensor, want: tuple) -> _Failure | None:
+    if tuple(got.shape) == want:
+        return None
+    if got.numel() == 1 and want[0] > 1:
+        hint = "return one value per example, shape (B,): do not sum or average over the batch"
+    elif got.dim() > 1 and got.shape[0] == want[0]:
+        hint = f"did you sum over the {block.reduced}? The result must have shape (B,)"
+    else:
+        hint = "the result must have one value per example, shape (B,)"
+    return _Failure(f"wrong shape: expected {want}, got {tuple(got.shape)}", [], hint)
+
+
+def _judge_moments(block, case, fn) -> _Failure | None:
+    """Give ``fn`` a batch of ``reps`` copies of each example and test the values' law.
+
+    Per example: the average over the copies must match the exact expectation, and their
+    variance the exact variance of a correct estimator, each within ``_Z`` standard errors
+    (z-tests; the standard error of a sample variance is √((μ₄ − v²)/R)). Any generator and
+    any sampling order give independent copies, so a correct answer fails with probability
+    below 2·B·2.0e-9 per case.
+    """
+    inputs = case.make()
+    exact = case.exact(inputs)
+    x, r = inputs["x"], case.reps
+    b = x.shape[0]
+    xr = x.repeat(r, *[1] * (x.dim() - 1))  # row i holds example i mod B
+    if not x.is_contiguous():
+        xr = xr.transpose(-1, -2).contiguous().transpose(-1, -2)
+    with torch.no_grad(), _seeded(_SEED):
+        got = _as_output(_call(fn, *{**inputs, "x": xr}.values())).detach()
+    failure = _shape_failure(block, got, (r * b,))
+    if failure is not None:
+        return failure
+    if got.dtype != x.dtype:
+        return _Failure(f"wrong dtype: expected {x.dtype}, got {got.dtype}", [],
+                        "keep the inputs' dtype: draw ε with torch.randn_like(mu)")
+    if not bool(torch.isfinite(got).all()):
+        return _Failure(f"non-finite result: {_short(got[~torch.isfinite(got)])}", [], block.overflow)
+    g = got.double().reshape(r, b)
+    m, v = g.mean(0), g.var(0)
+    se = (v / r).sqrt()
+    what, draws = exact.what, f"{r} copies of each example (each with its own noise)"
+    smallest = min(float(sv[0].min()) for sv in exact.spreads.values())
+    if bool((v <= 1e-6 * smallest).any()):
+        j = int((v <= 1e-6 * smallest).nonzero()[0, 0])
+        return _Failure(f"your {what} is the same for all {r} copies of example {j} ({m[j].item():.6g}): "
+                        "no noise reached z, or one ε was shared by the whole batch", [],
+                        "draw a fresh ε ~ N(0, I) for every example and sample: "
+                        "z = μ + σ ε with ε = torch.randn_like(mu)")
+    z_mean = (m - exact.mean) / se
+    mean_ok = bool((z_mean.abs() <= _Z).all())
+    spread_z = {name: (v - var) / ((m4 - var.pow(2)) / r).sqrt() for name, (var, m4) in exact.spreads.items()}
+    spread_ok = any(bool((zv.abs() <= _Z).all()) for zv in spread_z.values())
+    if mean_ok and spread_ok:
+        return None
+    hint = next((h for h, alt, var in exact.alternatives
+                 if bool(((m - alt).abs() <= _Z * se + 1e-6).all())
+                 and (var is None or bool(((v / var) - 1).abs().max() < 0.1))), None)
+    if mean_ok or (not spread_ok and hint is None):
+        name, zv = min(spread_z.items(), key=lambda kv: float(kv[1].abs().max()))
+        j = int(zv.abs().argmax())
+        var = exact.spreads[name][0]
+        m4_got = (g[:, j] - m[j]).pow(4).mean()  # the standard error of your spread, from your draws
+        sd, sd_se = v[j].sqrt(), ((m4_got - v[j] ** 2).clamp(min=0) / r).sqrt() / (2 * v[j].sqrt())
+        return _Failure(
+            f"your {what} varies too {'much' if zv[j] > 0 else 'little'} from draw to draw: on example {j} its "
+            f"standard deviation is {sd.item():.4g} ± {sd_se.item():.2g}, a correct one has "
+            f"{var[j].sqrt().item():.4g} ({abs(zv[j].item()):.0f} standard errors away)",
+            [f"measured over {draws}"],
+            hint or ("the noise has the wrong scale: z = μ + σ ε with σ = exp(½ log σ²) (not exp(log σ²), "
+                     "not log σ², no extra factor) and ε ~ N(0, I) (torch.randn_like, not torch.rand_like)"
+                     if what == "ELBO" else
+                     "use k independent samples z_1..z_k ~ q_φ(z|x) = N(μ, σ²) per example, "
+                     "σ = exp(½ log σ²)"))
+    j = int(z_mean.abs().argmax())
+    return _Failure(
+        f"your {what} is wrong on average: on example {j} it averages {m[j].item():.5g} ± {se[j].item():.2g}, "
+        f"its expected value is {exact.mean[j].item():.5g} ({abs(z_mean[j].item()):.0f} standard errors away)",
+        [f"measured over {draws}; the expected value is exact (quadrature)"],
+        hint or block.formula)
+
+
+_INSIDE_1 = math.erf(1 / math.sqrt(2))  # P(|ε| < 1) = 0.6827 for ε ~ N(0, 1)
+
+
+def _noise_law(eps: Tensor, mu: Tensor, logvar: Tensor) -> _Failure | None:
+    """z-tests (threshold ``_Z``) that ε = (z − μ)/σ ``(n, C)`` holds independent N(0, 1) draws.
+
+    Per column and pooled: the mean (standard error 1/√n), the mean square (√(2/n): an sd
+    of 1.03 is 43 standard errors away with n = 10⁶), the fraction inside ±1 (the shape:
+    uniform or ±1 noise); pooled: the correlation of neighbouring columns and of
+    neighbouring rows (noise shared between dimensions or examples).
+    """
+    n, cols = eps.shape
+    lv = logvar.detach()[0].double()
+    if bool(((eps - eps[:1]).abs() < 1e-3).all()):
+        return _Failure(f"every row (example) got the same noise ε = (z − μ)/σ = {_short(eps[0])}", [],
+                        "draw ε with the shape of μ, one independent value per example and dimension: "
+                        "torch.randn_like(mu), not torch.randn(latent_dim)")
+    if cols > 1 and bool(((eps - eps[:, :1]).abs() < 1e-3).all()):
+        return _Failure("all latent dimensions of an example got the same noise ε = (z − μ)/σ", [],
+                        "draw ε with the shape of μ, one independent value per example and dimension: "
+                        "torch.randn_like(mu), not torch.randn(batch_size, 1)")
+
+    def where(j):
+        if j is None:
+            return "all columns pooled"
+        return f"column {j} (μ = {mu[0, j].item():g}, log σ² = {lv[j].item():g})"
+
+    sd = eps.pow(2).mean(0).sqrt()
+    large = lv.abs() > 0.5  # columns where σ and σ² = exp(log σ²) differ
+    used_var = bool(large.any()) and bool(((sd / (0.5 * lv).exp() - 1).abs() < 0.01)[large].all())
+    hint_sd = ("σ = exp(½ log σ²): you used σ² = exp(log σ²) as the standard deviation" if used_var else
+               "z = μ + σ ε with σ = exp(½ log σ²) exactly and ε ~ N(0, 1) (torch.randn_like(mu)): "
+               "no extra factor on the noise")
+    p_in = _INSIDE_1 * (1 - _INSIDE_1)
+    checks = []  # (z, message, hint), the most telling first
+    for j in [None, *range(cols)]:
+        e = eps if j is None else eps[:, j]
+        k = e.numel()
+        mean, ms, inside = e.mean(), e.pow(2).mean(), (e.abs() < 1).double().mean()
+        checks += [
+            (mean * math.sqrt(k),
+             (f"your noise ε = (z − μ)/σ has mean {mean.item():.4f} ± {math.sqrt(1 / k):.4f} in {where(j)}, "
+             "expected 0"),
+             "ε ~ N(0, 1) has mean 0: torch.randn_like(mu), not torch.rand_like (uniform on [0, 1])"),
+            ((ms - 1) / math.sqrt(2 / k),
+             (f"your noise ε = (z − μ)/σ has standard deviation {ms.sqrt().item():.4f} ± "
+             f"{math.sqrt(0.5 / k):.4f} in {where(j)}, expected 1"), hint_sd),
+            ((inside - _INSIDE_1) / math.sqrt(p_in / k),
+             (f"your noise is not normal: a fraction {inside.item():.4f} ± {math.sqrt(p_in / k):.4f} of "
+             f"ε = (z − μ)/σ lies in (−1, 1) in {where(j)}, a N(0, 1) puts {_INSIDE_1:.4f} there"),
+             "ε ~ N(0, 1): torch.randn_like(mu) (not rand_like, not a ±1 or scaled uniform noise)")]
+    if cols > 1:
+        r = (eps[:, 1:] * eps[:, :-1]).mean()
+        checks.append((r * math.sqrt(n * (cols - 1)),
+                       ("the noise of neighbouring latent dimensions is correlated: "
+                       f"E[ε_j ε_(j+1)] = {r.item():.4f}, expected 0"),
+                       "draw one independent ε per element: torch.randn_like(mu), not one per row"))
+    r = (eps[1:] * eps[:-1]).mean()
+    checks.append((r * math.sqrt((n - 1) * cols),
+                   f"the noise of neighbouring examples is correlated: E[ε_i ε_(i+1)] = {r.item():.4f}, expected 0",
+                   "draw one independent ε per element: torch.randn_like(mu), not one per column"))
+    for z, what, hint in checks:
+        if abs(float(z)) > _Z:
+            detail = (f"{abs(float(z)):.0f} standard errors away, over {n} draws per column "
+                      "(a correct answer is rejected with probability < 1e-7)")
+            return _Failure(what, [detail], hint)
+    return None
 
 
 def _judge_reparameterize(block, case, fn) -> _Failure | None:
@@ -638,17 +1028,9 @@ def _judge_reparameterize(block, case, fn) -> _Failure | None:
                         [f"column {col}: log σ² = {logvar.reshape(-1, logvar.shape[-1])[0, col].item():g}"],
                         "σ = exp(½ log σ²), not exp(log σ²) (the variance) nor log σ² itself")
     if mu.shape[0] >= 1000:
-        n = mu.shape[0]
-        m, s = eps.mean(0), eps.std(0)
-        bad_m, bad_s = m.abs() > 5 / math.sqrt(n), (s - 1).abs() > 0.05
-        if bool((bad_m | bad_s).any()):
-            j = int((bad_m | bad_s).nonzero()[0, 0])
-            return _Failure(
-                f"ε = (z − μ)/σ is not N(0, 1) in column {j} (μ = {mu[0, j].item():g}, "
-                f"log σ² = {logvar[0, j].item():g}): mean {m[j].item():.4g}, std {s[j].item():.4g} "
-                f"over {n} draws (expected mean 0, std 1)", [],
-                "z's spread must be σ = exp(½ log σ²) (not the variance exp(log σ²), not log σ²), "
-                "and ε ~ N(0, 1): torch.randn_like, not torch.rand_like")
+        failure = _noise_law(eps, mu, logvar)
+        if failure is not None:
+            return failure
     if not z.requires_grad:
         return _Failure("z does not depend on μ and log σ² through autograd", [],
                         "compute z = mu + torch.exp(0.5 * logvar) * eps from the input tensors (no .detach(), "
@@ -667,7 +1049,8 @@ def _judge_reparameterize(block, case, fn) -> _Failure | None:
     return None
 
 
-_JUDGES = {"values": _judge_values, "stochastic": _judge_stochastic, "reparameterize": _judge_reparameterize}
+_JUDGES = {"values": _judge_values, "seeded": _judge_seeded, "moments": _judge_moments,
+           "reparameterize": _judge_reparameterize}
 
 
 def _run(name: str, fn) -> bool:
