@@ -47,7 +47,7 @@ def repository_url() -> str:
 
 def install_source() -> str:
     return f'''\
-# Colab or a fresh Jupyter: install vae-tutorial and the book's extras if they are missing.
+# Colab or a fresh Jupyter: install vae-tutorial and the book's extras if missing.
 # (pip keeps an installed torch, e.g. Colab's GPU build.)
 import importlib.util
 import os
@@ -56,7 +56,8 @@ import sys
 
 if not all(importlib.util.find_spec(m) for m in ("vae_tutorial", "myst_nb")):
     spec = os.environ.get(
-        "VAE_TUTORIAL_PIP_SPEC", "vae-tutorial[book] @ git+{repository_url()}"
+        "VAE_TUTORIAL_PIP_SPEC",
+        "vae-tutorial[book] @ git+{repository_url()}",
     )
     subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", spec])'''
 
