@@ -265,9 +265,13 @@ LAYOUT_PROBLEMS = r"""async (mustFit) => {
     const short = t => t.replace(/\s+/g, ' ').trim().slice(0, 90);
     // where an element is: the nearest section heading before it
     const where = el => {
-        const sec = el.closest('section[id]');
+        let sec = el.closest('section[id]');
+        while (sec && /-content$/.test(sec.id)) sec = sec.parentElement.closest('section[id]');  // sphinx-proof's
         const h = sec && sec.querySelector('h1, h2, h3, h4');
-        return sec ? `§"${short(h ? h.textContent.replace(/#$/, '') : sec.id)}"` : 'top of page';
+        const place = sec ? `§"${short(h ? h.textContent.replace(/#$/, '') : sec.id)}"` : 'top of page';
+        const box = el.closest('.admonition, .proof, .exercise, .solution');
+        const title = box && box.querySelector('.admonition-title, .proof-title, .exercise-title, .solution-title');
+        return title ? `${place}, in "${short(title.textContent)}"` : place;
     };
     const tex = new Map();
     if (window.MathJax && MathJax.startup && MathJax.startup.document)
@@ -332,7 +336,8 @@ LAYOUT_PROBLEMS = r"""async (mustFit) => {
     for (const cell of article.querySelectorAll('td, th')) {
         for (const span of cell.querySelectorAll('span.math')) {
             const t = tex.get(span.querySelector('mjx-container')) || span.textContent;
-            if (/(KL|D_|\bD\b)[^|]*\([^()|]*[^\\]\|[^()|]*\)/.test(t) || /\|\s*[a-zA-Z]\s*\|/.test(t) && /\\/.test(t))
+            // a bare | (not \| \mid \lvert ...) in a formula with a KL: conditionals are \mid here
+            if (/KL|D_\{?\\?KL/.test(t) && /(^|[^\\])\|/.test(t))
                 out.push(`"\\|" printed as "|" in a table at ${where(cell)}: ${short(t)} (write \\lVert…\\rVert or ‖)`);
         }
         if (/KL\s*\([^()|$]*\|[^()|$]*\)/.test(cell.textContent) && !cell.querySelector('span.math'))
@@ -343,9 +348,12 @@ LAYOUT_PROBLEMS = r"""async (mustFit) => {
         const r = table.getBoundingClientRect();
         let a = table.parentElement, scrollable = false;
         for (; a && a !== article; a = a.parentElement) if (scrolls(a) && a.scrollWidth > a.clientWidth) scrollable = true;
+        const head = `"${short(table.querySelector('tr') ? table.querySelector('tr').textContent : '')}"`;
         if (r.right > column.right + 1 && !scrollable)
-            out.push(`table cut off at ${where(table)} (${Math.round(r.width)} px wide): ` +
-                     `"${short(table.querySelector('tr') ? table.querySelector('tr').textContent : '')}"`);
+            out.push(`table cut off at ${where(table)} (${Math.round(r.width)} px wide): ${head}`);
+        else if (mustFit && scrollable)  // at desktop width every column should be in view
+            out.push(`table wider than the column (${Math.round(table.scrollWidth)} px): its last columns ` +
+                     `need scrolling, at ${where(table)}: ${head}`);
     }
     // 7. blank gaps: output areas with nothing visible in them
     for (const o of article.querySelectorAll('.cell_output > *')) {
