@@ -50,7 +50,7 @@ class ANSStack:
     with frequency ``freq`` out of ``2**prec`` (start ``start`` in the cumulative table) costs
     ``prec − log₂ freq`` bits, up to the rounding of the head. ``push`` encodes, ``pop``
     decodes, last in, first out. When ``pop`` needs more bits than the message holds it draws
-    *clean* 32-bit words from ``rng`` and counts them in :attr:`clean_words`.
+    *clean* 32-bit words from ``rng`` and counts them in ``clean_words``.
 
     Args:
         rng: a ``numpy.random.Generator`` for the initial head and any clean words.

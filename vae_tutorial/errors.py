@@ -28,7 +28,7 @@ __all__ = [
 ]
 
 SEED_MAX = 2**32 - 1
-"""Largest seed accepted: NumPy's legacy seeding (``np.random.seed``) stops at ``2**32 − 1``."""
+"""The largest seed accepted, because NumPy's legacy seeding (``np.random.seed``) stops at ``2**32 − 1``."""
 
 
 class VAETutorialError(Exception):
@@ -65,7 +65,7 @@ class RunLockedError(VAETutorialError, RuntimeError):
 
 
 DOCUMENTED_ERRORS: tuple[type[BaseException], ...] = (VAETutorialError,)
-"""What a caller may catch: every deliberate error subclasses :class:`VAETutorialError`
+"""The errors a caller may catch; every deliberate error subclasses :class:`VAETutorialError`
 (including ``data.DatasetError``, ``train.NonFiniteLossError`` and ``cli.CLIError``)."""
 
 

@@ -1,6 +1,6 @@
 """Notebook conveniences: exercise solutions that "Run all" skips but CI and the book execute.
 
-A solution cell is a code cell whose first line is :data:`SOLUTION_TITLE` (a Colab form title,
+A solution cell is a code cell whose first line is ``SOLUTION_TITLE`` (a Colab form title,
 so Colab shows only that title; JupyterLab collapses it through the cell's
 ``jupyter.source_hidden`` metadata, and the book shows it inside the solution's drop-down).
 When ``vae_tutorial`` is imported inside IPython it registers an input transformer: while
