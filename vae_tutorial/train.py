@@ -77,7 +77,9 @@ class History:
         if not self.records:
             return "History(empty)"
         last = self.records[-1]
-        shown = ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in last.items())
+        # wall-clock seconds are left out: a printed History is the same on every run
+        shown = ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
+                          for k, v in last.items() if k != "seconds")
         return f"History({len(self)} epochs; last: {shown})"
 
 
