@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -103,3 +104,26 @@ def test_ordinary_cells_run_whatever_the_setting(shell, monkeypatch):
     monkeypatch.delenv(notebook.SOLUTIONS_ENV, raising=False)
     shell.run("# a comment, then @title Solution later\nordinary = 1\n")
     assert shell.ip.user_ns["ordinary"] == 1
+
+
+EXECUTED = Path(os.environ.get("VAE_TUTORIAL_BOOK_HTML", ROOT / "_build" / "html")).parent / "jupyter_execute" / "book"
+
+
+@pytest.mark.browser  # needs the built book, like the browser tests, and runs with them in CI
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_executed_chapter_shows_a_figure_in_its_own_outputs(path):
+    """Jupyter and Colab readers see figures as cell outputs, not only through the book's glue."""
+    executed = EXECUTED / path.name
+    if not executed.exists():
+        reason = f"{executed} not found: build the book first (jupyter-book build .)"
+        if os.environ.get("VAE_TUTORIAL_BROWSER_TEST", "") == "require":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    nb = nbformat.read(executed, as_version=4)
+    images = [
+        i for i, c in enumerate(nb.cells) if c.cell_type == "code"
+        for out in c.get("outputs", []) if "image/png" in out.get("data", {})
+    ]
+    assert images, f"{path.name}: no cell of the executed notebook shows an image"
+    hidden = [c for c in _solution_cells(nb) if not c.metadata.get("jupyter", {}).get("source_hidden")]
+    assert not hidden, f"{path.name}: {len(hidden)} solution cells are visible in the executed notebook"
