@@ -51,6 +51,11 @@ def _pins() -> list[str]:
     return [pinned.get(name, name) for name in COLAB_PREINSTALLED] + ["nbclient"]
 
 
+def _colab_env() -> dict:
+    """This process's environment without what would point Python or Jupyter at the checkout."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("VAE_TUTORIAL_", "PYTHONPATH", "JUPYTER"))}
+
+
 @pytest.fixture(scope="module")
 def colab_python(tmp_path_factory):
     venv = tmp_path_factory.mktemp("colab") / "venv"
@@ -58,7 +63,7 @@ def colab_python(tmp_path_factory):
     python = venv / "bin" / "python"
     subprocess.run([str(python), "-m", "pip", "install", "-q", *_pins()], check=True)
     probe = subprocess.run([str(python), "-c", "import importlib.util as u; print(u.find_spec('vae_tutorial'), u.find_spec('myst_nb'))"],
-                           capture_output=True, text=True, check=True)
+                           capture_output=True, text=True, check=True, env=_colab_env(), cwd=venv.parent)
     assert probe.stdout.split() == ["None", "None"], "the fresh environment must not have the package yet"
     return python
 
@@ -69,7 +74,7 @@ def test_chapter_runs_in_a_colab_like_environment(colab_python, chapter, tmp_pat
     workdir.mkdir()
     copy = workdir / chapter.name
     copy.write_bytes(chapter.read_bytes())
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("VAE_TUTORIAL_", "PYTHONPATH", "JUPYTER"))}
+    env = _colab_env()
     env["VAE_TUTORIAL_PIP_SPEC"] = f"vae-tutorial[book] @ {ROOT.as_uri()}"
     run = subprocess.run([str(colab_python), "-c", RUNNER, str(copy), str(workdir)],
                          capture_output=True, text=True, env=env, cwd=workdir)
