@@ -127,3 +127,41 @@ def test_executed_chapter_shows_a_figure_in_its_own_outputs(path):
     assert images, f"{path.name}: no cell of the executed notebook shows an image"
     hidden = [c for c in _solution_cells(nb) if not c.metadata.get("jupyter", {}).get("source_hidden")]
     assert not hidden, f"{path.name}: {len(hidden)} solution cells are visible in the executed notebook"
+
+
+def _names(source: str) -> tuple[set, set]:
+    """(names a cell binds, names it reads), from its Python syntax (magics dropped)."""
+    import ast
+
+    code = "\n".join(line for line in source.splitlines() if not line.lstrip().startswith(("%", "!")))
+    bound, read = set(), set()
+    for node in ast.walk(ast.parse(code)):
+        if isinstance(node, ast.Name):
+            (bound if isinstance(node.ctx, ast.Store) else read).add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            bound.update((a.asname or a.name).split(".")[0] for a in node.names)
+        elif isinstance(node, ast.arg):
+            bound.add(node.arg)
+    return bound, read
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_no_cell_needs_a_name_that_only_a_skipped_solution_defines(path):
+    """"Run all" skips solutions, so the chapter's own cells must not depend on them."""
+    nb = nbformat.read(path, as_version=4)
+    bound, only_in_solutions, bad = set(), set(), []
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        names_bound, names_read = _names(cell.source)
+        if notebook.is_solution(cell.source):
+            only_in_solutions |= names_bound - bound
+        else:
+            missing = (names_read & only_in_solutions) - names_bound
+            if missing:
+                bad.append(f"cell {i} reads {sorted(missing)}")
+            bound |= names_bound
+            only_in_solutions -= names_bound
+    assert not bad, f"{path.name}: " + "; ".join(bad)
