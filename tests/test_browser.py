@@ -328,7 +328,7 @@ LAYOUT_PROBLEMS = r"""async (mustFit) => {
         const at = `${number ? short(number.textContent) + ' ' : ''}at ${where(img)}`;
         if (alt === null || alt.trim() === '')
             out.push(`image without alt text ${at}: ${base}`);
-        else if (/\.(png|jpe?g|gif|svg|webp)$/i.test(alt.trim()) || /[\\/]/.test(alt) ||
+        else if (/\.(png|jpe?g|gif|svg|webp)$/i.test(alt.trim()) || /^\S*[\\/]\S*$/.test(alt.trim()) ||
                  /^[0-9a-f]{16,}/i.test(alt.trim()) || alt.includes(base))
             out.push(`image whose alt text is a file name ${at}: "${short(alt)}"`);
     }
