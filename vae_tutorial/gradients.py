@@ -22,6 +22,7 @@ from typing import Callable, NamedTuple
 import torch
 from torch import Tensor
 
+from .errors import ArgumentError, ArgumentTypeError, check_int
 from .losses import reparameterize
 
 __all__ = ["GradientSamples", "pathwise_gradient", "score_function_gradient"]
@@ -50,19 +51,26 @@ class GradientSamples(NamedTuple):
 
 def _check(f: Objective, mu: Tensor, logvar: Tensor, n: int) -> None:
     if not callable(f):
-        raise TypeError(f"f must be a function (n, Z) -> (n,), got {type(f).__name__}")
+        raise ArgumentTypeError(f"f must be a function (n, Z) -> (n,), got {type(f).__name__}")
+    for name, value in (("mu", mu), ("logvar", logvar)):
+        if not isinstance(value, Tensor) or not value.is_floating_point():
+            raise ArgumentTypeError(f"{name} must be a floating-point tensor of shape (Z,), got "
+                                    f"{type(value).__name__}")
     if mu.dim() != 1 or mu.shape != logvar.shape:
-        raise ValueError(f"mu and logvar must both have shape (Z,), got {tuple(mu.shape)} and "
-                         f"{tuple(logvar.shape)}; estimate one Gaussian at a time")
+        raise ArgumentError(f"mu and logvar must both have shape (Z,), got {tuple(mu.shape)} and "
+                            f"{tuple(logvar.shape)}; estimate one Gaussian at a time")
+    check_int("n", n)  # the type; the range below
+    if not (bool(torch.isfinite(mu).all()) and bool(torch.isfinite(logvar).all())):
+        raise ArgumentError("mu and logvar must be finite; got NaN or infinite values")
     if int(n) != n or n < 1:
-        raise ValueError(f"n must be a positive integer number of samples, got {n!r}")
+        raise ArgumentError(f"n must be a positive integer number of samples, got {n!r}")
 
 
 def _values(f: Objective, z: Tensor) -> Tensor:
     v = f(z)
     if v.shape != (z.shape[0],):
-        raise ValueError(f"f must map samples (n, Z) = {tuple(z.shape)} to values of shape (n,) = "
-                         f"({z.shape[0]},), it returned {tuple(v.shape)}; sum over the last dimension")
+        raise ArgumentError(f"f must map samples (n, Z) = {tuple(z.shape)} to values of shape (n,) = "
+                            f"({z.shape[0]},), it returned {tuple(v.shape)}; sum over the last dimension")
     return v
 
 

@@ -24,6 +24,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from .errors import ArgumentError, ArgumentTypeError, check_float, check_int
 from .models import Autoencoder, ConditionalVAE
 from .train import dataset_tensors
 
@@ -64,26 +65,26 @@ def to_image_array(images) -> np.ndarray:
         arr = np.asarray(images, dtype=np.float32)
     if arr.ndim == 4:
         if arr.shape[1] != 1:
-            raise ValueError(f"expected grey-scale images (N, 1, H, W), got shape {tuple(arr.shape)} "
-                             f"with {arr.shape[1]} channels; pass one channel, e.g. images[:, :1]")
+            raise ArgumentError(f"expected grey-scale images (N, 1, H, W), got shape {tuple(arr.shape)} "
+                                f"with {arr.shape[1]} channels; pass one channel, e.g. images[:, :1]")
         arr = arr[:, 0]
     elif arr.ndim == 2:
         side = math.isqrt(arr.shape[1])
         if side * side != arr.shape[1]:
-            raise ValueError(f"flat images (N, D) need D to be a square number, got D={arr.shape[1]}; "
-                             "reshape them to (N, 1, H, W) first")
+            raise ArgumentError(f"flat images (N, D) need D to be a square number, got D={arr.shape[1]}; "
+                                "reshape them to (N, 1, H, W) first")
         arr = arr.reshape(arr.shape[0], side, side)
     elif arr.ndim != 3:
-        raise ValueError(f"expected images shaped (N, 1, H, W), (N, H, W) or (N, D), got shape "
-                         f"{tuple(arr.shape)}; add a batch dimension for a single image (x[None])")
+        raise ArgumentError(f"expected images shaped (N, 1, H, W), (N, H, W) or (N, D), got shape "
+                            f"{tuple(arr.shape)}; add a batch dimension for a single image (x[None])")
     if arr.shape[0] == 0:
-        raise ValueError("got an empty batch of images (N = 0)")
+        raise ArgumentError("got an empty batch of images (N = 0)")
     if not np.isfinite(arr).all():
-        raise ValueError("images contain NaN or infinite values; check the model's output")
+        raise ArgumentError("images contain NaN or infinite values; check the model's output")
     lo, hi = float(arr.min()), float(arr.max())
     if lo < -_RANGE_TOLERANCE or hi > 1 + _RANGE_TOLERANCE:
-        raise ValueError(f"image values must lie in [0, 1], got [{lo:.3g}, {hi:.3g}]; pass decoder means "
-                         "(model.mean(...)) rather than logits, or rescale the images to [0, 1]")
+        raise ArgumentError(f"image values must lie in [0, 1], got [{lo:.3g}, {hi:.3g}]; pass decoder means "
+                            "(model.mean(...)) rather than logits, or rescale the images to [0, 1]")
     return np.clip(arr, 0.0, 1.0)
 
 
@@ -100,11 +101,14 @@ def image_grid(images, nrow: int = 8, padding: int = 1, pad_value: float = 1.0) 
         ``(R·H + (R−1)·padding, C·W + (C−1)·padding)`` float array in ``[0, 1]`` with
         ``C = min(nrow, N)`` columns and ``R = ⌈N / nrow⌉`` rows; unused cells are ``pad_value``.
     """
+    nrow = check_int("nrow", nrow)  # the type; the ranges below
+    padding = check_int("padding", padding)
+    pad_value = check_float("pad_value", pad_value, min=0.0, max=1.0)
     arr = to_image_array(images)
     if int(nrow) < 1:
-        raise ValueError(f"nrow must be a positive number of images per row, got {nrow}")
+        raise ArgumentError(f"nrow must be a positive number of images per row, got {nrow}")
     if padding < 0:
-        raise ValueError(f"padding must be >= 0 pixels, got {padding}")
+        raise ArgumentError(f"padding must be >= 0 pixels, got {padding}")
     n, h, w = arr.shape
     cols = min(int(nrow), n)
     rows = math.ceil(n / cols)
@@ -148,6 +152,8 @@ def show_images(images, nrow: int = 8, title: str | None = None, ax=None, paddin
 
     ``title`` defaults to ``"N images"``.
     """
+    nrow = check_int("nrow", nrow, min=1)
+    padding = check_int("padding", padding, min=0)
     arr = to_image_array(images)
     grid = image_grid(arr, nrow=nrow, padding=padding)
     n = arr.shape[0]
@@ -184,6 +190,13 @@ def _evaluating(model):
         model.train(was_training)
 
 
+def _check_module(model, name: str = "model") -> None:
+    """Refuse a model argument that is not a torch module (cheap, once per call)."""
+    if not isinstance(model, torch.nn.Module):
+        raise ArgumentTypeError(f"{name} must be a torch.nn.Module such as vae_tutorial.VAE, "
+                                f"got {type(model).__name__}")
+
+
 def _is_conditional(model) -> bool:
     return isinstance(model, ConditionalVAE)
 
@@ -193,12 +206,12 @@ def _labels_for(model, y, n: int, what: str):
     if not _is_conditional(model):
         return ()
     if y is None:
-        raise TypeError(f"{what}: a ConditionalVAE needs labels; pass y= (an int class or a (N,) tensor)")
+        raise ArgumentTypeError(f"{what}: a ConditionalVAE needs labels; pass y= (an int class or a (N,) tensor)")
     if isinstance(y, int) or (isinstance(y, Tensor) and y.dim() == 0):
         y = torch.full((n,), int(y), dtype=torch.long)
     y = torch.as_tensor(y).long()
     if y.shape != (n,):
-        raise ValueError(f"{what}: expected y of shape ({n},), got {tuple(y.shape)}")
+        raise ArgumentError(f"{what}: expected y of shape ({n},), got {tuple(y.shape)}")
     return (y.to(_device(model)),)
 
 
@@ -207,9 +220,14 @@ def decode_mean(model, z: Tensor, y=None) -> Tensor:
 
     ``y`` (an int or a ``(B,)`` tensor) is the class for a :class:`ConditionalVAE`.
     """
+    _check_module(model)
     z = torch.as_tensor(z)
     if z.dim() == 1:
         z = z[None]
+    latent = getattr(model, "latent_dim", None)
+    if z.dim() != 2 or (isinstance(latent, int) and z.shape[1] != latent):
+        raise ArgumentError(f"z must be codes of shape (B, Z) or (Z,) with Z = {latent} (the model's "
+                            f"latent_dim), got shape {tuple(z.shape)}")
     with _evaluating(model):
         z = _to_model(model, z.float())
         cond = _labels_for(model, y, z.shape[0], "decode_mean")
@@ -221,7 +239,11 @@ def encode_mean(model, x: Tensor, y=None, batch_size: int = 1024) -> Tensor:
 
     For an :class:`Autoencoder` these are its codes ``f(x)``.
     """
+    _check_module(model)
+    batch_size = check_int("batch_size", batch_size, min=1)
     x = torch.as_tensor(x)
+    if x.dim() < 2:
+        raise ArgumentError(f"x must be a batch of examples (N, ...), got shape {tuple(x.shape)}")
     cond_all = _labels_for(model, y, x.shape[0], "encode_mean")
     out = []
     with _evaluating(model):
@@ -243,12 +265,15 @@ def plot_reconstructions(model, x, n: int = 8, y=None,
         n: how many to show (at most ``N``).
         y: labels ``(N,)`` for a :class:`ConditionalVAE`.
     """
+    _check_module(model)
+    n = check_int("n", n)  # the type; the range below
     x, labels = dataset_tensors(x)
     if y is None:
         y = labels if _is_conditional(model) else None
     n = min(int(n), x.shape[0])
     if n < 1:
-        raise ValueError("plot_reconstructions needs at least one image")
+        raise ArgumentError(f"plot_reconstructions needs at least one image: n must be ≥ 1 and x non-empty, "
+                            f"got n={n} and {x.shape[0]} images")
     xb = x[:n]
     if y is not None and not isinstance(y, int):
         y = torch.as_tensor(y)[:n]
@@ -272,8 +297,12 @@ def plot_samples(model, n: int = 64, generator: torch.Generator | None = None,
     ``y`` picks the classes of a :class:`ConditionalVAE` (int, ``(n,)`` tensor, or ``None``
     for 0, 1, 2, … cycling). ``nrow`` defaults to ``⌈√n⌉``.
     """
-    if int(n) < 1:
-        raise ValueError(f"n must be a positive number of samples, got {n}")
+    _check_module(model)
+    n = check_int("n", n)
+    if n < 1:
+        raise ArgumentError(f"n must be a positive number of samples, got {n}")
+    if nrow is not None:
+        nrow = check_int("nrow", nrow, min=1)
     with _evaluating(model):
         if _is_conditional(model):
             imgs = model.sample(n, generator, y=y)
@@ -318,7 +347,7 @@ def plot_latent_scatter(model, data_or_x, labels=None, classes: Sequence[str] | 
     if labels is not None:
         labels = torch.as_tensor(labels).reshape(-1)
         if labels.shape[0] != x.shape[0]:
-            raise ValueError(f"got {x.shape[0]} images but {labels.shape[0]} labels")
+            raise ArgumentError(f"got {x.shape[0]} images but {labels.shape[0]} labels")
     idx = _subset(x.shape[0], int(max_points))
     x = x[idx]
     labels = None if labels is None else labels[idx]
@@ -327,7 +356,7 @@ def plot_latent_scatter(model, data_or_x, labels=None, classes: Sequence[str] | 
     what = "Codes f(x)" if isinstance(model, Autoencoder) else "Posterior means μ_φ(x)"
     if projection == "pca":
         if z_dim < 2:
-            raise ValueError("PCA needs a latent space of at least 2 dimensions")
+            raise ArgumentError("PCA needs a latent space of at least 2 dimensions")
         centred = mu.double() - mu.double().mean(0)
         _, _, v = torch.linalg.svd(centred, full_matrices=False)
         xy = (centred @ v[:2].T).float().numpy()
@@ -336,14 +365,14 @@ def plot_latent_scatter(model, data_or_x, labels=None, classes: Sequence[str] | 
     elif projection == "dims":
         d0, d1 = (int(d) for d in dims)
         if z_dim == 1:
-            raise ValueError("a 1-D latent space has no plane to scatter; use a histogram of the means")
+            raise ArgumentError("a 1-D latent space has no plane to scatter; use a histogram of the means")
         if not (0 <= d0 < z_dim and 0 <= d1 < z_dim) or d0 == d1:
-            raise ValueError(f"dims must be two different indices in [0, {z_dim}), got {dims}")
+            raise ArgumentError(f"dims must be two different indices in [0, {z_dim}), got {dims}")
         xy = mu[:, [d0, d1]].numpy()
         axis_names = (f"z{d0 + 1}", f"z{d1 + 1}")
         suffix = "" if z_dim == 2 else f" (dimensions z{d0 + 1}, z{d1 + 1} of Z={z_dim})"
     else:
-        raise ValueError(f"projection must be 'dims' or 'pca', got {projection!r}")
+        raise ArgumentError(f"projection must be 'dims' or 'pca', got {projection!r}")
 
     fig, ax = _new_axes(ax, (6.5, 5.0))
     if labels is None:
@@ -386,20 +415,24 @@ def plot_manifold(model, n: int = 15, span: float = 0.9, dims: tuple[int, int] =
         y: the class (int) for a :class:`ConditionalVAE`.
         ticks: how many tick labels (z values) per axis.
     """
+    _check_module(model)
+    n = check_int("n", n)  # the types; the ranges below
+    span = check_float("span", span)
+    ticks = check_int("ticks", ticks, min=1)
     if not 0 < span < 1:
-        raise ValueError(f"span is the prior mass covered per axis and must lie in (0, 1), got {span}")
+        raise ArgumentError(f"span is the prior mass covered per axis and must lie in (0, 1), got {span}")
     if int(n) < 2:
-        raise ValueError(f"n must be at least 2 grid points per axis, got {n}")
+        raise ArgumentError(f"n must be at least 2 grid points per axis, got {n}")
     z_dim = int(model.latent_dim)
     d0, d1 = (int(d) for d in dims)
     if z_dim < 2 or not (0 <= d0 < z_dim and 0 <= d1 < z_dim) or d0 == d1:
-        raise ValueError(f"dims must be two different indices in [0, {z_dim}) of a latent space with Z >= 2, "
-                         f"got dims={dims}")
+        raise ArgumentError(f"dims must be two different indices in [0, {z_dim}) of a latent space with Z >= 2, "
+                            f"got dims={dims}")
     probs = torch.linspace((1 - span) / 2, (1 + span) / 2, n, dtype=torch.float64)
     values = torch.distributions.Normal(0.0, 1.0).icdf(probs).float()
     base = torch.zeros(z_dim) if z_rest is None else torch.as_tensor(z_rest, dtype=torch.float32).reshape(-1)
     if base.shape != (z_dim,):
-        raise ValueError(f"z_rest must have shape ({z_dim},), got {tuple(base.shape)}")
+        raise ArgumentError(f"z_rest must have shape ({z_dim},), got {tuple(base.shape)}")
     z = base.repeat(n * n, 1)
     rows, cols = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
     z[:, d0] = values[cols.reshape(-1)]
@@ -430,14 +463,14 @@ def _interp_inputs(a, b, t):
     a = torch.as_tensor(a)
     b = torch.as_tensor(b)
     if a.shape != b.shape:
-        raise ValueError(f"endpoints must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+        raise ArgumentError(f"endpoints must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
     if a.dim() not in (1, 2):
-        raise ValueError(f"endpoints must be codes (Z,) or batches (B, Z), got shape {tuple(a.shape)}")
+        raise ArgumentError(f"endpoints must be codes (Z,) or batches (B, Z), got shape {tuple(a.shape)}")
     if not a.is_floating_point():
         a, b = a.float(), b.float()
     t = torch.as_tensor(t, dtype=a.dtype, device=a.device)
     if t.dim() > 1:
-        raise ValueError(f"t must be a scalar or a (T,) vector, got shape {tuple(t.shape)}")
+        raise ArgumentError(f"t must be a scalar or a (T,) vector, got shape {tuple(t.shape)}")
     # (T,) -> (T, 1) or (T, 1, 1) so that the output is (T, *a.shape)
     tt = t.reshape(t.shape + (1,) * a.dim())
     return a, b, t, tt
@@ -507,11 +540,15 @@ _METHODS = {"linear": lerp, "slerp": slerp}
 def interpolate_latents(z_a, z_b, steps: int = 10, method: str = "linear") -> Tensor:
     """``steps`` codes from ``z_a`` to ``z_b`` (both ``(Z,)``), endpoints included: ``(steps, Z)``."""
     if method not in _METHODS:
-        raise ValueError(f"method must be 'linear' or 'slerp', got {method!r}")
-    if int(steps) < 2:
-        raise ValueError(f"steps must be at least 2 (the two endpoints), got {steps}")
+        raise ArgumentError(f"method must be 'linear' or 'slerp', got {method!r}")
+    steps = check_int("steps", steps)
+    if steps < 2:
+        raise ArgumentError(f"steps must be at least 2 (the two endpoints), got {steps}")
     z_a = torch.as_tensor(z_a).reshape(-1)
     z_b = torch.as_tensor(z_b).reshape(-1)
+    if z_a.shape != z_b.shape:
+        raise ArgumentError(f"z_a and z_b must both be codes of shape (Z,), got {z_a.numel()} and "
+                            f"{z_b.numel()} values")
     return _METHODS[method](z_a, z_b, torch.linspace(0.0, 1.0, int(steps)))
 
 
@@ -535,7 +572,17 @@ def plot_interpolation(model, x_a, x_b, steps: int = 10, method: str = "linear",
 
     The end images are reconstructions of ``x_a`` and ``x_b``, not the inputs themselves.
     """
-    x = torch.stack([_one_example(x_a), _one_example(x_b)])
+    _check_module(model)
+    steps = check_int("steps", steps)
+    if steps < 2:
+        raise ArgumentError(f"steps must be at least 2 (the two endpoints), got {steps}")
+    if method not in _METHODS:
+        raise ArgumentError(f"method must be 'linear' or 'slerp', got {method!r}")
+    xa, xb = _one_example(x_a), _one_example(x_b)
+    if xa.shape != xb.shape:
+        raise ArgumentError(f"x_a and x_b must be single examples of the same shape, got {tuple(xa.shape)} "
+                            f"and {tuple(xb.shape)}")
+    x = torch.stack([xa, xb])
     mu = encode_mean(model, x, y=None if y is None else torch.as_tensor([int(y)] * 2))
     z = interpolate_latents(mu[0], mu[1], steps, method)
     imgs = to_image_array(decode_mean(model, z, y=y))
@@ -587,8 +634,8 @@ def plot_history(history, ax=None, title: str = "Training curves") -> Figure:
     else:
         axes = list(np.ravel(ax)) if not hasattr(ax, "plot") else [ax]
         if len(axes) != 3:
-            raise ValueError("plot_history draws three panels (ELBO, reconstruction, KL); pass ax=None "
-                             "or three axes, e.g. plt.subplots(1, 3)[1]")
+            raise ArgumentError("plot_history draws three panels (ELBO, reconstruction, KL); pass ax=None "
+                                "or three axes, e.g. plt.subplots(1, 3)[1]")
         fig = axes[0].figure
     drawn = 0
     for axis, (key, name, ylabel) in zip(axes, _PANELS):
@@ -605,8 +652,8 @@ def plot_history(history, ax=None, title: str = "Training curves") -> Figure:
         axis.set_xlabel("epoch")
         axis.set_ylabel(ylabel)
     if drawn == 0:
-        raise ValueError("the history holds none of train_/valid_ elbo, reconstruction, kl; "
-                         "pass the History returned by fit()")
+        raise ArgumentError("the history holds none of train_/valid_ elbo, reconstruction, kl; "
+                            "pass the History returned by fit()")
     fig.suptitle(title)
     return fig
 
@@ -627,11 +674,11 @@ def plot_rate_distortion(rates, distortions, labels=None, ax=None, elbo_line: bo
     r = np.asarray([float(v) for v in rates])
     d = np.asarray([float(v) for v in distortions])
     if r.shape != d.shape or r.size == 0:
-        raise ValueError(f"need as many rates as distortions (at least one), got {r.size} and {d.size}")
+        raise ArgumentError(f"need as many rates as distortions (at least one), got {r.size} and {d.size}")
     if not (np.isfinite(r).all() and np.isfinite(d).all()):
-        raise ValueError("rates and distortions must be finite numbers")
+        raise ArgumentError("rates and distortions must be finite numbers")
     if labels is not None and len(labels) != r.size:
-        raise ValueError(f"got {r.size} points but {len(labels)} labels")
+        raise ArgumentError(f"got {r.size} points but {len(labels)} labels")
     fig, ax = _new_axes(ax, (5.5, 4.5))
     ax.plot(r, d, "-o" if connect else "o", color="C0", label="models")
     if labels is not None:

@@ -22,9 +22,16 @@ import math
 import torch
 from torch import Tensor
 
+from .errors import ArgumentError, ArgumentTypeError, check_int
 from .losses import LOG_2PI, gaussian_log_likelihood, kl_standard_normal, reparameterize
 
 __all__ = ["LinearGaussian"]
+
+
+def _describe(x) -> str:
+    if isinstance(x, Tensor):
+        return f"a tensor of shape {tuple(x.shape)} and dtype {x.dtype}"
+    return type(x).__name__
 
 
 class LinearGaussian:
@@ -42,15 +49,15 @@ class LinearGaussian:
     def __init__(self, weight: Tensor, bias: Tensor, noise_var: float | Tensor):
         weight = torch.as_tensor(weight)
         if weight.dim() != 2:
-            raise ValueError(f"weight W must be a (D, Z) matrix, got shape {tuple(weight.shape)}")
+            raise ArgumentError(f"weight W must be a (D, Z) matrix, got shape {tuple(weight.shape)}")
         d, z = weight.shape
         bias = torch.as_tensor(bias, dtype=weight.dtype, device=weight.device)
         if bias.shape != (d,):
-            raise ValueError(f"bias b must have shape ({d},) to match W of shape {(d, z)}, "
-                             f"got {tuple(bias.shape)}")
+            raise ArgumentError(f"bias b must have shape ({d},) to match W of shape {(d, z)}, "
+                                f"got {tuple(bias.shape)}")
         noise_var = torch.as_tensor(noise_var, dtype=weight.dtype, device=weight.device)
-        if noise_var.dim() != 0 or not bool(noise_var > 0):
-            raise ValueError(f"noise_var σ² must be a positive scalar, got {noise_var}")
+        if noise_var.dim() != 0 or not bool(noise_var > 0) or not bool(torch.isfinite(noise_var)):
+            raise ArgumentError(f"noise_var σ² must be a finite positive scalar, got {noise_var}")
         self.weight, self.bias, self.noise_var = weight, bias, noise_var
 
     # ------------------------------------------------------------------ construction
@@ -68,12 +75,18 @@ class LinearGaussian:
             x: ``(N, ...)`` data, ``N ≥ 2``; computed in ``x``'s dtype (use float64).
             latent_dim: ``Z``, with ``1 ≤ Z < D``.
         """
+        if not isinstance(x, Tensor) or not x.is_floating_point() or x.dim() < 2:
+            raise ArgumentTypeError(f"x must be a floating-point tensor (N, ...) of data, got "
+                                    f"{_describe(x)}")
+        latent_dim = check_int("latent_dim", latent_dim)  # the type; the range below
+        if not bool(torch.isfinite(x).all()):
+            raise ArgumentError("x holds NaN or infinite values; clean the data before fitting PPCA")
         x = x.reshape(x.shape[0], -1)
         n, d = x.shape
         if not 1 <= latent_dim < d:
-            raise ValueError(f"latent_dim must satisfy 1 ≤ Z < D = {d}, got {latent_dim}")
+            raise ArgumentError(f"latent_dim must satisfy 1 ≤ Z < D = {d}, got {latent_dim}")
         if n < 2:
-            raise ValueError(f"fit needs at least 2 examples, got {n}")
+            raise ArgumentError(f"fit needs at least 2 examples, got {n}")
         bias = x.mean(0)
         xc = x - bias
         cov = xc.T @ xc / n
@@ -102,8 +115,8 @@ class LinearGaussian:
     def _flat(self, x: Tensor) -> Tensor:
         x = torch.as_tensor(x, dtype=self.weight.dtype, device=self.weight.device)
         if x.dim() == 0 or x[0].numel() != self.data_dim:
-            raise ValueError(f"x must be (B, ...) with D = {self.data_dim} elements per example, "
-                             f"got shape {tuple(x.shape)}")
+            raise ArgumentError(f"x must be (B, ...) with D = {self.data_dim} elements per example, "
+                                f"got shape {tuple(x.shape)}")
         return x.reshape(x.shape[0], -1)
 
     def _m(self) -> Tensor:
@@ -125,6 +138,7 @@ class LinearGaussian:
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """Ancestral sampling: ``z ~ p(z)``, ``x ~ p_θ(x|z)``; returns ``(x (n, D), z (n, Z))``."""
+        n = check_int("n", n, min=1)
         dt, dev = self.weight.dtype, self.weight.device
         z = torch.randn(n, self.latent_dim, generator=generator, dtype=dt).to(dev)
         eps = torch.randn(n, self.data_dim, generator=generator, dtype=dt).to(dev)
@@ -190,10 +204,11 @@ class LinearGaussian:
         Returns:
             ``(estimate (B,), standard_error (B,))``.
         """
+        n_samples = check_int("n_samples", n_samples)  # the type; the range below
         x = self._flat(x)
         mu, logvar = self._q(mu, logvar, x.shape[0])
         if int(n_samples) < 2:
-            raise ValueError(f"n_samples must be ≥ 2 to give a standard error, got {n_samples}")
+            raise ArgumentError(f"n_samples must be ≥ 2 to give a standard error, got {n_samples}")
         s = int(n_samples)
         z = reparameterize(mu.expand(s, *mu.shape), logvar.expand(s, *logvar.shape), generator)
         b = x.shape[0]
@@ -226,6 +241,6 @@ class LinearGaussian:
         try:
             mu, logvar = torch.broadcast_to(mu, want), torch.broadcast_to(logvar, want)
         except RuntimeError:
-            raise ValueError(f"mu and logvar must broadcast to (B, Z) = {want}, "
-                             f"got {tuple(mu.shape)} and {tuple(logvar.shape)}") from None
+            raise ArgumentError(f"mu and logvar must broadcast to (B, Z) = {want}, "
+                                f"got {tuple(mu.shape)} and {tuple(logvar.shape)}") from None
         return mu, logvar

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .errors import ArgumentError, ArgumentTypeError, check_float, check_int
 from .models import ConditionalVAE, MLPDecoder
 from .plots import decode_mean, to_image_array
 
@@ -43,13 +44,14 @@ def decode_to_png(model, z, scale: int = 4, y=None) -> bytes:
     """
     from PIL import Image  # a dependency of matplotlib, so always present
 
+    scale = check_int("scale", scale)  # the type; the range below
     z = torch.as_tensor(z, dtype=torch.float32)
     if z.dim() == 2 and z.shape[0] == 1:
         z = z[0]
     if z.dim() != 1:
-        raise ValueError(f"decode_to_png draws one code: expected z of shape (Z,) or (1, Z), got {tuple(z.shape)}")
+        raise ArgumentError(f"decode_to_png draws one code: expected z of shape (Z,) or (1, Z), got {tuple(z.shape)}")
     if int(scale) < 1:
-        raise ValueError(f"scale must be a positive integer, got {scale}")
+        raise ArgumentError(f"scale must be a positive integer, got {scale}")
     img = to_image_array(decode_mean(model, z[None], y=y))[0]
     pixels = np.round(img * 255.0).astype(np.uint8)
     pixels = np.repeat(np.repeat(pixels, int(scale), axis=0), int(scale), axis=1)
@@ -154,6 +156,17 @@ def explorer_html(model, z, z0=None, span: float = 3.0, step: float = 0.05, dims
     For tests, the spec also holds ``check``: PyTorch's decoded mean for ``z`` (the page
     compares its first picture with it and warns when they differ) and for one slider move.
     """
+    span = check_float("span", span, min=0.0, min_open=True)
+    step = check_float("step", step, min=0.0, min_open=True)
+    scale = check_int("scale", scale, min=1)
+    seed = check_int("seed", seed, min=0)
+    z_dim = getattr(model, "latent_dim", None)
+    if dims is not None and isinstance(z_dim, int):
+        dims = check_int("dims", dims, min=1, max=z_dim)
+    for name, value in (("z", z), ("z0", z0)):
+        if value is not None and isinstance(z_dim, int) and torch.as_tensor(value).numel() != z_dim:
+            raise ArgumentError(f"{name} must have shape ({z_dim},), the model's latent dimension; "
+                                f"got {tuple(torch.as_tensor(value).shape)}")
     layers = _decoder_layers(model)
     if layers is None:
         return None
@@ -265,17 +278,24 @@ def latent_explorer(model, z0=None, span: float = 3.0, step: float = 0.05, dims:
         :class:`~vae_tutorial.models.MLPDecoder`, the HTML version that needs no kernel.
     """
     w = ipywidgets
+    if not isinstance(model, nn.Module) or not isinstance(getattr(model, "latent_dim", None), int):
+        raise ArgumentTypeError(f"model must be a vae_tutorial model with a latent_dim (e.g. a VAE), "
+                                f"got {type(model).__name__}")
+    span = check_float("span", span)  # the types; the ranges below
+    step = check_float("step", step)
+    scale = check_int("scale", scale, min=1)
+    seed = check_int("seed", seed, min=0)
     z_dim = int(model.latent_dim)
     if dims is None:
         dims = min(z_dim, MAX_SLIDERS)
-    dims = int(dims)
+    dims = check_int("dims", dims)
     if not 1 <= dims <= z_dim:
-        raise ValueError(f"dims must be between 1 and the latent dimension {z_dim}, got {dims}")
+        raise ArgumentError(f"dims must be between 1 and the latent dimension {z_dim}, got {dims}")
     if span <= 0 or step <= 0:
-        raise ValueError(f"span and step must be positive, got span={span}, step={step}")
+        raise ArgumentError(f"span and step must be positive, got span={span}, step={step}")
     start = torch.zeros(z_dim) if z0 is None else torch.as_tensor(z0, dtype=torch.float32).reshape(-1).cpu().clone()
     if start.shape != (z_dim,):
-        raise ValueError(f"z0 must have shape ({z_dim},), the model's latent dimension; got {tuple(start.shape)}")
+        raise ArgumentError(f"z0 must have shape ({z_dim},), the model's latent dimension; got {tuple(start.shape)}")
     conditional = isinstance(model, ConditionalVAE)
     if conditional and y is None:
         y = 0
