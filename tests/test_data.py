@@ -28,18 +28,7 @@ DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 TRAIN_IMAGES, TRAIN_LABELS = data.DATASETS["mnist"].files["train"]
 
 
-@pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    """A private cache and system folder; no data or mirror variables; no proxy for 127.0.0.1."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.delenv(data.DATA_ENV, raising=False)
-    monkeypatch.delenv(data.MIRRORS_ENV, raising=False)
-    monkeypatch.setenv("no_proxy", "*")
-    monkeypatch.setenv("NO_PROXY", "*")
-    monkeypatch.setattr(data, "SYSTEM_DATA_DIRS", (tmp_path / "system",))
-    # Tiny fake splits stand in for the real ones: the count check of files with no published
-    # hash is tested on its own (tests/test_data_provenance.py).
-    monkeypatch.setattr(data, "SPLIT_SIZES", {})
+pytestmark = pytest.mark.usefixtures("isolated_data")  # tests/conftest.py
 
 
 def cache_of(name: str) -> Path:

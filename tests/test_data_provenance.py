@@ -30,17 +30,7 @@ TEST_IMAGES, TEST_LABELS = data.DATASETS["mnist"].files["test"]
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 
-@pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.delenv(data.DATA_ENV, raising=False)
-    monkeypatch.delenv(data.MIRRORS_ENV, raising=False)
-    monkeypatch.delenv(data.DEADLINE_ENV, raising=False)
-    monkeypatch.setenv("no_proxy", "*")
-    monkeypatch.setenv("NO_PROXY", "*")
-    monkeypatch.setattr(data, "SYSTEM_DATA_DIRS", (tmp_path / "system",))
-    monkeypatch.setattr(data, "_verified", {})
-    monkeypatch.setattr(data, "SPLIT_SIZES", {})  # tiny fake splits; the count check has its own test
+pytestmark = pytest.mark.usefixtures("isolated_data")  # tests/conftest.py
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
