@@ -409,3 +409,35 @@ def test_estimate_log_likelihood_restores_mode_and_needs_no_grad():
 def test_iwae_rejects_bad_k(k):
     with pytest.raises(ValueError, match="positive integer"):
         vt.iwae_bound(small_vae(), binary(2, 1, 4, 4), k)
+
+
+class _OwnBound(torch.nn.Module):
+    """A model that computes its own bound: a VAE whose terms are scaled copies of a plain
+    VAE's, so that delegation (and not the Gaussian path) is what the test sees."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+        self.encode, self.decode, self.log_likelihood = inner.encode, inner.decode, inner.log_likelihood
+
+    def elbo_terms(self, x, beta, generator=None):
+        t = vt.elbo(self.inner, x, beta, generator=generator)
+        return vt.losses.ELBOTerms(elbo=t.elbo - 1.0, reconstruction=t.reconstruction - 1.0, kl=t.kl,
+                                   kl_per_dim=t.kl_per_dim)
+
+    def log_importance_weights(self, x, k, generator=None, max_elements=1 << 23):
+        for lw in vt.losses.iwae_log_weights(self.inner, x, k, generator=generator, max_elements=max_elements):
+            yield lw - 1.0
+
+
+def test_models_with_their_own_bound_are_delegated_to():
+    torch.manual_seed(0)
+    inner = vt.VAE(vt.MLPEncoder(6, [5], 2), vt.MLPDecoder(2, [5], 6))
+    own = _OwnBound(inner)
+    x = torch.rand(4, 6).round()
+    a = vt.elbo(inner, x, generator=torch.Generator().manual_seed(1))
+    b = vt.elbo(own, x, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(b.elbo, a.elbo - 1.0)
+    ia = vt.iwae_bound(inner, x, 7, generator=torch.Generator().manual_seed(2))
+    ib = vt.iwae_bound(own, x, 7, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(ib, ia - 1.0)

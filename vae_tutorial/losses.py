@@ -290,7 +290,9 @@ def elbo(model, x: Tensor, beta: float = 1.0, *, y: Tensor | None = None,
 
     Args:
         model: a :class:`~vae_tutorial.models.VAE` (or anything with ``encode``,
-            ``decode`` and ``log_likelihood``). For an
+            ``decode`` and ``log_likelihood``). A model with an
+            ``elbo_terms(x, beta, *cond, generator=)`` method computes its own terms
+            (hierarchical and autoregressive models do). For an
             :class:`~vae_tutorial.models.Autoencoder` the code is deterministic, the
             KL is 0 and the "ELBO" is just the reconstruction log-likelihood.
         x: ``(B, ...)`` data batch.
@@ -302,6 +304,11 @@ def elbo(model, x: Tensor, beta: float = 1.0, *, y: Tensor | None = None,
         :class:`ELBOTerms` with per-example tensors of shape ``(B,)``.
     """
     _check_batch(x, "elbo")
+    if callable(getattr(model, "elbo_terms", None)):
+        # A model whose bound is not "one Gaussian z" (hierarchical latents, an
+        # autoregressive decoder, a diffusion chain) computes its own terms; fit,
+        # evaluate_model and the checks then treat it like any other VAE.
+        return model.elbo_terms(x, beta, *_cond(y), generator=generator)
     mu, logvar = model.encode(x, *_cond(y))
     if logvar is None:  # deterministic autoencoder: no posterior, no KL
         rec = model.log_likelihood(x, model.decode(mu, *_cond(y)))
@@ -331,8 +338,14 @@ def iwae_log_weights(model, x: Tensor, k: int, *, y: Tensor | None = None,
     """Yield log importance weights ``log w = log p_θ(x|z) + log p(z) − log q_φ(z|x)``.
 
     Samples ``z_1..z_K ~ q_φ(z|x)`` in chunks of shape ``(c, B)`` so that at most
-    about ``max_elements`` decoder outputs exist at once.
+    about ``max_elements`` decoder outputs exist at once. A model with its own
+    ``log_importance_weights(x, k, *cond, generator=, max_elements=)`` method (e.g. a
+    hierarchical VAE, whose ``z`` is several layers) yields its chunks instead.
     """
+    if callable(getattr(model, "log_importance_weights", None)):
+        yield from model.log_importance_weights(x, k, *_cond(y), generator=generator,
+                                                max_elements=max_elements)
+        return
     mu, logvar = model.encode(x, *_cond(y))
     if logvar is None:
         raise TypeError("iwae_bound needs a VAE: the model's encoder returned no log-variance")
