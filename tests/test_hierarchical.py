@@ -39,11 +39,12 @@ def randomise(model, scale=0.7, seed=1):
     return model
 
 
+@pytest.mark.parametrize("skip", [False, True])
 @pytest.mark.parametrize("inference,merge", KINDS)
 @pytest.mark.parametrize("ctor", ["mlp", "conv"])
-def test_shapes_and_interface(ctor, inference, merge):
+def test_shapes_and_interface(ctor, inference, merge, skip):
     torch.manual_seed(0)
-    model = getattr(HierarchicalVAE, ctor)((5, 3), 16, inference=inference, merge=merge)
+    model = getattr(HierarchicalVAE, ctor)((5, 3), 16, inference=inference, merge=merge, skip=skip)
     x = binary(4)
     t = vt.elbo(model, x, generator=gen())
     assert t.elbo.shape == t.reconstruction.shape == t.kl.shape == (4,)
@@ -51,7 +52,8 @@ def test_shapes_and_interface(ctor, inference, merge):
     torch.testing.assert_close(t.elbo, t.reconstruction - t.kl)
     mu, logvar = model.encode(x)
     assert mu.shape == logvar.shape == (4, 8) and model.latent_dim == 8
-    assert model.decode(mu[:, model.layer_slices()[0]]).shape == x.shape
+    z_in = mu if skip else mu[:, model.layer_slices()[0]]  # skip: the decoder reads every layer
+    assert model.decode(z_in).shape == x.shape
     assert model.reconstruct(x).shape == x.shape
     s = model.sample(3, generator=gen())
     assert s.shape == (3, 1, 28, 28) and s.min() >= 0 and s.max() <= 1
@@ -149,9 +151,11 @@ def test_log_weights_chunks_and_iwae():
     torch.testing.assert_close(one.detach(), e.detach(), atol=1.0, rtol=0)
 
 
-def test_gradients_flow_to_every_parameter():
+@pytest.mark.parametrize("skip", [False, True])
+def test_gradients_flow_to_every_parameter(skip):
     for inference, merge in KINDS:
-        model = small(inference, merge)
+        torch.manual_seed(0)
+        model = HierarchicalVAE.mlp((6, 3), (32, 16), inference=inference, merge=merge, skip=skip)
         loss = -model.elbo_terms(binary(8), generator=gen()).elbo.mean()
         loss.backward()
         missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
@@ -204,6 +208,7 @@ def test_seeded_determinism():
     ({"merge": "average"}, ArgumentError),
     ({"activation": "tanhh"}, ArgumentError),
     ({"hidden": "wide"}, ArgumentTypeError),
+    ({"skip": "yes"}, ArgumentTypeError),
 ])
 def test_bad_arguments_raise(kwargs, error):
     with pytest.raises(error) as info:
@@ -216,3 +221,21 @@ def test_bad_conv_channels_and_modules():
         HierarchicalVAE.conv(channels=(8,))
     with pytest.raises(ArgumentTypeError, match="trunk"):
         HierarchicalVAE("trunk", torch.nn.Linear(2, 2), (2,), feature_dim=2)
+
+
+def test_precision_weighted_merge_is_the_normalised_product():
+    from vae_tutorial.hierarchical import precision_weighted_merge
+
+    g = gen(2)
+    mu_a, lv_a, mu_b, lv_b = (torch.randn(3, 4, generator=g, dtype=torch.float64) for _ in range(4))
+    mu, lv = precision_weighted_merge(mu_a, lv_a, mu_b, lv_b)
+    torch.testing.assert_close(lv, -torch.log(torch.exp(-lv_a) + torch.exp(-lv_b)))
+    torch.testing.assert_close(mu, (mu_a * torch.exp(-lv_a) + mu_b * torch.exp(-lv_b)) * torch.exp(lv))
+    # log N(z; a) + log N(z; b) − log N(z; merged) does not depend on z
+    z = torch.randn(5, 3, 4, generator=g, dtype=torch.float64)
+
+    def log_n(z, m, v):
+        return -0.5 * (math.log(2 * math.pi) + v + (z - m) ** 2 * torch.exp(-v))
+
+    diff = log_n(z, mu_a, lv_a) + log_n(z, mu_b, lv_b) - log_n(z, mu, lv)
+    torch.testing.assert_close(diff, diff[:1].expand_as(diff))

@@ -5,7 +5,9 @@ Generative model (the same for both kinds of inference)::
     p(z_L) = N(0, I),   p_θ(z_l | z_{l+1}) = N(μ_θ(z_{l+1}), diag σ_θ²(z_{l+1})),
     p_θ(x | z_1) = Bernoulli(σ(logits_θ(z_1))),
 
-so ``p_θ(x, z) = p_θ(x|z_1) p_θ(z_1|z_2) … p_θ(z_{L−1}|z_L) p(z_L)``.
+so ``p_θ(x, z) = p_θ(x|z_1) p_θ(z_1|z_2) … p_θ(z_{L−1}|z_L) p(z_L)``. With ``skip=True``
+the decoder reads every layer, ``p_θ(x|z_1, …, z_L)`` (as in Tomczak & Welling's HVAE and,
+through its top-down path, NVAE), so an upper layer can reach ``x`` directly.
 
 Two approximate posteriors ``q_φ(z|x)``:
 
@@ -55,7 +57,7 @@ from .losses import (
 )
 from .models import _as_shape
 
-__all__ = ["HierarchicalVAE", "INFERENCES", "MERGES"]
+__all__ = ["HierarchicalVAE", "INFERENCES", "MERGES", "precision_weighted_merge"]
 
 INFERENCES = ("top_down", "bottom_up")
 MERGES = ("precision", "residual")
@@ -109,6 +111,25 @@ def _gauss_head(sizes: Sequence[int], act: type[nn.Module]) -> nn.Sequential:
         last.weight.mul_(0.1)
         last.bias.zero_()
     return net
+
+
+def precision_weighted_merge(mu_a: Tensor, logvar_a: Tensor, mu_b: Tensor,
+                             logvar_b: Tensor) -> tuple[Tensor, Tensor]:
+    """The Gaussian proportional to ``N(z; μ_a, σ_a²) · N(z; μ_b, σ_b²)``, per dimension.
+
+    Precisions add and the mean is the precision-weighted average (Sønderby et al. 2016):
+    ``1/σ² = 1/σ_a² + 1/σ_b²``, ``μ = (μ_a/σ_a² + μ_b/σ_b²) σ² = w μ_a + (1 − w) μ_b`` with
+    ``w = σ²/σ_a² = sigmoid(log σ_b² − log σ_a²)``. Written with ``logaddexp`` and
+    ``sigmoid`` so that no variance is exponentiated on its own.
+
+    Args:
+        mu_a, logvar_a, mu_b, logvar_b: broadcastable ``(..., Z)`` tensors.
+
+    Returns:
+        ``(μ, log σ²)`` of the merged Gaussian.
+    """
+    w = torch.sigmoid(logvar_b - logvar_a)
+    return w * mu_a + (1 - w) * mu_b, -torch.logaddexp(-logvar_a, -logvar_b)
 
 
 def _split(params: Tensor) -> tuple[Tensor, Tensor]:
@@ -194,6 +215,8 @@ class HierarchicalVAE(nn.Module):
         inference: ``"top_down"`` or ``"bottom_up"`` (module docstring).
         merge: for top-down inference, ``"precision"`` (Ladder VAE) or ``"residual"`` (NVAE).
         activation: ``"silu"``, ``"relu"`` or ``"elu"``.
+        skip: the decoder reads all layers ``[z_1, …, z_L]`` concatenated (its input width
+            must then be ``Z_1 + … + Z_L``) instead of ``z_1`` alone.
 
     With ``L = 1`` both inference kinds are the one-layer VAE
     ``q_φ(z_1|x) = N(μ_φ(x), σ_φ²(x))``, ``p(z_1) = N(0, I)``.
@@ -211,7 +234,8 @@ class HierarchicalVAE(nn.Module):
 
     def __init__(self, trunk: nn.Module, decoder: nn.Module, latent_dims: Sequence[int], *,
                  feature_dim: int, upper_hidden: int | Sequence[int] = 256,
-                 inference: str = "top_down", merge: str = "precision", activation: str = "silu"):
+                 inference: str = "top_down", merge: str = "precision", activation: str = "silu",
+                 skip: bool = False):
         super().__init__()
         for role, module in (("trunk", trunk), ("decoder", decoder)):
             if not isinstance(module, nn.Module):
@@ -227,6 +251,9 @@ class HierarchicalVAE(nn.Module):
         widths = _widths("upper_hidden", upper_hidden, n_layers - 1)
         self.latent_dims, self.inference, self.merge = dims, inference, merge
         self.trunk, self.decoder = trunk, decoder
+        if not isinstance(skip, bool):
+            raise ArgumentTypeError(f"skip must be True or False, got {skip!r}")
+        self.skip = skip
 
         # Generative path: p_θ(z_l | z_{l+1}) for l = 1 … L−1 (index l−1 here).
         self.priors = nn.ModuleList(
@@ -255,7 +282,7 @@ class HierarchicalVAE(nn.Module):
     @classmethod
     def mlp(cls, latent_dims: Sequence[int] = (32, 16), hidden: int | Sequence[int] = (512, 256), *,
             in_features=(1, 28, 28), inference: str = "top_down", merge: str = "precision",
-            activation: str = "silu") -> "HierarchicalVAE":
+            activation: str = "silu", skip: bool = False) -> "HierarchicalVAE":
         """Fully connected hierarchical VAE.
 
         ``hidden[0]`` is the width of the two-layer trunk ``x → d_1`` and of the two-layer
@@ -268,14 +295,15 @@ class HierarchicalVAE(nn.Module):
         shape = _as_shape(in_features, "in_features")
         d, act = math.prod(shape), _act(activation)
         trunk = _Flatten(_mlp([d, widths[0], widths[0]], act, final_act=True))
-        decoder = _Reshape(_mlp([dims[0], widths[0], widths[0], d], act), shape)
+        z_in = sum(dims) if skip is True else dims[0]
+        decoder = _Reshape(_mlp([z_in, widths[0], widths[0], d], act), shape)
         return cls(trunk, decoder, dims, feature_dim=widths[0], upper_hidden=widths[1:],
-                   inference=inference, merge=merge, activation=activation)
+                   inference=inference, merge=merge, activation=activation, skip=skip)
 
     @classmethod
     def conv(cls, latent_dims: Sequence[int] = (32, 16), hidden: int | Sequence[int] = (256, 256), *,
              channels: Sequence[int] = (32, 64), inference: str = "top_down", merge: str = "precision",
-             activation: str = "silu") -> "HierarchicalVAE":
+             activation: str = "silu", skip: bool = False) -> "HierarchicalVAE":
         """Convolutional hierarchical VAE for ``1×28×28`` images (vector latents).
 
         Trunk: stride-2 convolutions 28 → 14 → 7 with ``channels`` and a dense layer of
@@ -289,9 +317,9 @@ class HierarchicalVAE(nn.Module):
         chans = tuple(check_int(f"channels[{i}]", c, min=1) for i, c in enumerate(channels))
         act = _act(activation)
         trunk = _ConvTrunk(chans, widths[0], act)
-        decoder = _ConvDecoder(dims[0], chans, widths[0], act)
+        decoder = _ConvDecoder(sum(dims) if skip is True else dims[0], chans, widths[0], act)
         return cls(trunk, decoder, dims, feature_dim=widths[0], upper_hidden=widths[1:],
-                   inference=inference, merge=merge, activation=activation)
+                   inference=inference, merge=merge, activation=activation, skip=skip)
 
     # ------------------------------------------------------------------ structure
     @property
@@ -350,11 +378,8 @@ class HierarchicalVAE(nn.Module):
         for i in range(top - 1, -1, -1):
             mu_p, lv_p = p[i] = _split(self.priors[i](zs[i + 1]))
             if self.merge == "precision":
-                # Product of the data term N(μ̂, σ̂²) and the prior N(μ_p, σ_p²):
-                # 1/σ_q² = 1/σ̂² + 1/σ_p², μ_q = w μ̂ + (1 − w) μ_p with w = σ_q²/σ̂² = sigmoid(lv_p − lv̂).
-                mu_h, lv_h = _split(self.heads[i](feats[i]))
-                w = torch.sigmoid(lv_p - lv_h)
-                q[i] = (w * mu_h + (1 - w) * mu_p, -torch.logaddexp(-lv_h, -lv_p))
+                # q ∝ (data term N(μ̂, σ̂²) read from d_l) × (prior N(μ_p, σ_p²)).
+                q[i] = precision_weighted_merge(*_split(self.heads[i](feats[i])), mu_p, lv_p)
             else:  # residual: q is the prior shifted and rescaled (Vahdat & Kautz 2020)
                 d_mu, d_lv = _split(self.heads[i](torch.cat([feats[i], zs[i + 1]], dim=-1)))
                 q[i] = (mu_p + d_mu, lv_p + d_lv)
@@ -388,9 +413,14 @@ class HierarchicalVAE(nn.Module):
         _, q, _ = self._chain(self._features(x), None, use_mean=True)
         return torch.cat([m for m, _ in q], dim=-1), torch.cat([lv for _, lv in q], dim=-1)
 
-    def decode(self, z1: Tensor) -> Tensor:
-        """``z_1 (B, Z_1) ->`` logits of ``p_θ(x|z_1)``, shaped like the data."""
-        return self.decoder(z1)
+    def decode(self, z: Tensor) -> Tensor:
+        """Logits of ``p_θ(x|z_1)``, shaped like the data, from ``z_1`` ``(B, Z_1)``; with
+        ``skip=True`` from all layers ``[z_1, …, z_L]`` concatenated, ``(B, Z_1 + … + Z_L)``
+        (the model is then ``p_θ(x|z_1, …, z_L)``)."""
+        return self.decoder(z)
+
+    def _decoder_input(self, zs: list[Tensor]) -> Tensor:
+        return torch.cat(zs, dim=-1) if self.skip else zs[0]
 
     def log_likelihood(self, x: Tensor, logits: Tensor) -> Tensor:
         """``log p_θ(x|z_1)`` per example ``(B,)`` (Bernoulli, summed over pixels)."""
@@ -403,7 +433,7 @@ class HierarchicalVAE(nn.Module):
     def forward(self, x: Tensor) -> tuple:
         """``x -> (logits, μ, log σ²)`` with ``z ~ q_φ(z|x)`` sampled (μ, log σ² as in :meth:`encode`)."""
         zs, q, _ = self._chain(self._features(x), None)
-        return self.decode(zs[0]), torch.cat([m for m, _ in q], -1), torch.cat([lv for _, lv in q], -1)
+        return self.decode(self._decoder_input(zs)), torch.cat([m for m, _ in q], -1), torch.cat([lv for _, lv in q], -1)
 
     def elbo_terms(self, x: Tensor, beta: float = 1.0, *, generator: torch.Generator | None = None) -> ELBOTerms:
         """One-sample ELBO with per-layer KL terms (module docstring).
@@ -413,7 +443,7 @@ class HierarchicalVAE(nn.Module):
         and :meth:`layer_slices` work). ``elbo = reconstruction − beta · kl``.
         """
         zs, q, p = self._chain(self._features(x), generator)
-        rec = self.log_likelihood(x, self.decode(zs[0]))
+        rec = self.log_likelihood(x, self.decode(self._decoder_input(zs)))
         kl_dims = torch.cat(self._kl_per_dim(zs, q, p), dim=-1)
         kl = kl_dims.sum(-1)
         return ELBOTerms(elbo=rec - beta * kl, reconstruction=rec, kl=kl, kl_per_dim=kl_dims)
@@ -444,7 +474,7 @@ class HierarchicalVAE(nn.Module):
             f = [t.unsqueeze(0).expand(c, *t.shape).reshape(c * b, *t.shape[1:]) for t in feats]
             zs, q, p = self._chain(f, generator)
             xf = x.unsqueeze(0).expand(c, *x.shape).reshape(c * b, *x.shape[1:])
-            log_w = self.log_likelihood(xf, self.decode(zs[0]))
+            log_w = self.log_likelihood(xf, self.decode(self._decoder_input(zs)))
             for z, (mu_q, lv_q), prior in zip(zs, q, p):
                 mu_p, lv_p = prior if prior is not None else (torch.zeros_like(z), torch.zeros_like(z))
                 log_w = log_w + gaussian_log_likelihood(z, mu_p, lv_p) - gaussian_log_likelihood(z, mu_q, lv_q)
@@ -454,7 +484,7 @@ class HierarchicalVAE(nn.Module):
     def reconstruct(self, x: Tensor) -> Tensor:
         """The mean of ``p_θ(x|z_1)`` at the posterior-mean path, shaped like ``x``."""
         zs, _, _ = self._chain(self._features(x), None, use_mean=True)
-        return self.mean(self.decode(zs[0])).reshape(x.shape)
+        return self.mean(self.decode(self._decoder_input(zs))).reshape(x.shape)
 
     def prior_sample(self, n: int, generator: torch.Generator | None = None) -> list[Tensor]:
         """Ancestral sample ``z_L ~ N(0, I)``, ``z_l ~ p_θ(z_l|z_{l+1})``: ``[z_1, …, z_L]``."""
@@ -469,5 +499,5 @@ class HierarchicalVAE(nn.Module):
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """Generate ``n`` images: an ancestral sample of ``z``, then the mean of ``p_θ(x|z_1)``."""
-        return self.mean(self.decode(self.prior_sample(n, generator)[0]))
+        return self.mean(self.decode(self._decoder_input(self.prior_sample(n, generator))))
 
