@@ -31,7 +31,7 @@ pixels, ``C`` hidden channels.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
