@@ -20,6 +20,7 @@ from .models import VAE, Autoencoder, ConditionalVAE, ConvDecoder, ConvEncoder, 
 from .train import History, fit, linear_warmup
 from . import check, data, evaluate, notebook, plots, ppca  # noqa: E402  (submodules as attributes)
 from .data import load_dataset
+from .diffusion import DiffusionModel, diffusion_bound
 from .evaluate import evaluate_model
 
 __version__ = "0.1.0"
@@ -33,4 +34,5 @@ __all__ = [
     "evaluate", "evaluate_model", "fit", "gaussian_log_likelihood", "get_device", "iwae_bound",
     "kl_normal", "kl_standard_normal", "linear_warmup", "load_dataset", "notebook", "plots",
     "reparameterize", "seed_everything",
+    "DiffusionModel", "diffusion_bound",
 ]

@@ -32,7 +32,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .errors import ArgumentError, check_float, check_int
-from .losses import ELBOTerms, _check_batch, bernoulli_log_likelihood, gaussian_log_likelihood
+from .losses import (
+    ELBOTerms,
+    _check_batch,
+    bernoulli_log_likelihood,
+    gaussian_log_likelihood,
+)
 
 __all__ = [
     "DiffusionModel",
