@@ -14,11 +14,11 @@ in ``t`` from ``λ_max`` (``t = 0``, almost clean) to ``λ_min`` (``t = T``, alm
 noise); ``α_t² = sigmoid(λ_t)``, ``σ_t² = sigmoid(−λ_t)``. The generative model is
 ``p(z_T) = N(0, I)``, the learned reverse steps
 ``p_θ(z_{t−1} | z_t) = q(z_{t−1} | z_t, x = x̂_θ(z_t; t))`` and a parameter-free Bernoulli
-decoder ``p(x | z_0)``. Its negative ELBO, in nats per example, is
+decoder ``p(x | z_0)``. Its negative ELBO, in nats per example, is ::
 
-``−ELBO(x) = KL(q(z_T|x) ‖ p(z_T))                                  (prior)
-           + Σ_{t=1}^T E_q[KL(q(z_{t−1}|z_t, x) ‖ p_θ(z_{t−1}|z_t))]  (diffusion)
-           − E_q[log p(x | z_0)]                                      (reconstruction)``
+    −ELBO(x) = KL(q(z_T|x) ‖ p(z_T))                                    (prior)
+             + Σ_{t=1}^T E_q[KL(q(z_{t−1}|z_t, x) ‖ p_θ(z_{t−1}|z_t))]  (diffusion)
+             − E_q[log p(x | z_0)]                                       (reconstruction)
 
 and each diffusion term is a weighted ε-prediction error,
 ``½ (SNR(t−1)/SNR(t) − 1) ‖ε − ε̂_θ(z_t; t)‖²`` with ``z_t = α_t x̃ + σ_t ε``.
@@ -375,7 +375,7 @@ def diffusion_bound(model: DiffusionModel, data, *, seed: int = 0, batch_size: i
     of the negative ELBO.
 
     Returns:
-        A dict with per-image means in nats: ``prior``, ``diffusion``, ``reconstruction``
+        A dict of per-image means in nats, ``prior``, ``diffusion``, ``reconstruction``
         (the expected ``−log p(x|z_0)``), ``nll_bound`` (their sum, ``−ELBO``) and its
         standard error ``nll_bound_se`` over images, ``bits_per_dim``, ``per_step``
         (``(T,)`` tensor, the mean of each diffusion term ``L_t``, ``t = 1 … T``), the
