@@ -21,6 +21,7 @@ from .models import VAE, Autoencoder, ConditionalVAE, ConvDecoder, ConvEncoder, 
 from .train import History, fit, linear_warmup
 from . import autoregressive, check, data, evaluate, notebook, plots, ppca  # noqa: E402  (submodules as attributes)
 from .data import load_dataset
+from .diffusion import DiffusionModel, diffusion_bound
 from .evaluate import evaluate_model
 from .hierarchical import HierarchicalVAE
 
@@ -29,11 +30,11 @@ __version__ = "0.1.0"
 notebook.register()  # in IPython: solution cells wait until asked (see notebook.py)
 
 __all__ = [
-    "Autoencoder", "ConditionalVAE", "ConvDecoder", "ConvEncoder", "ELBOTerms", "HierarchicalVAE",
-    "History", "MLPDecoder", "MLPEncoder", "PixelCNNDecoder", "PixelVAE", "VAE", "autoregressive",
-    "bernoulli_log_likelihood", "check", "continuous_bernoulli_log_likelihood", "data",
-    "discretized_logistic_log_likelihood", "elbo", "estimate_log_likelihood", "evaluate",
-    "evaluate_model", "fit", "gaussian_log_likelihood", "get_device", "iwae_bound", "kl_normal",
-    "kl_standard_normal", "linear_warmup", "load_dataset", "notebook", "plots", "reparameterize",
-    "seed_everything",
+    "Autoencoder", "ConditionalVAE", "ConvDecoder", "ConvEncoder", "DiffusionModel", "ELBOTerms",
+    "HierarchicalVAE", "History", "MLPDecoder", "MLPEncoder", "PixelCNNDecoder", "PixelVAE", "VAE",
+    "autoregressive", "bernoulli_log_likelihood", "check", "continuous_bernoulli_log_likelihood",
+    "data", "diffusion_bound", "discretized_logistic_log_likelihood", "elbo",
+    "estimate_log_likelihood", "evaluate", "evaluate_model", "fit", "gaussian_log_likelihood",
+    "get_device", "iwae_bound", "kl_normal", "kl_standard_normal", "linear_warmup", "load_dataset",
+    "notebook", "plots", "reparameterize", "seed_everything",
 ]
