@@ -51,6 +51,14 @@ DOCSTRING_SOURCE = ":docstring of "
 _PROSE_IN_OUTPUTS = (nodes.caption, nodes.legend)
 
 
+def _in_substitution_definition(node: nodes.Node) -> bool:
+    while node is not None:
+        if isinstance(node, nodes.substitution_definition):
+            return True
+        node = node.parent
+    return False
+
+
 def _is_docstring(node: nodes.Node) -> bool:
     return DOCSTRING_SOURCE in (getattr(node, "source", None) or "")
 
@@ -134,6 +142,8 @@ class CheckTranslated(SphinxTransform):
                 continue  # toctrees: TranslateToctrees
             if isinstance(node, nodes.image) and not images:
                 continue  # alt text is a message only with gettext_additional_targets: [image]
+            if _in_substitution_definition(node):
+                continue  # as the gettext builder
             _check(self, node, msgid, translations)
 
 
