@@ -328,3 +328,81 @@ def test_zh_search_index_finds_reparameterisation_in_chapter_4():
         return {hit} if isinstance(hit, int) else set(hit)
 
     assert chapter in pages("terms") | pages("titleterms")
+
+
+# ---------------------------------------------------------------- a translated build, small
+
+def _tiny_book(root: Path) -> None:
+    """One notebook with stored outputs (a glued number, a printed table, a captioned
+    figure), and its zh_CN catalog with one message left untranslated."""
+    import nbformat
+
+    glue = nbformat.v4.new_output("display_data", metadata={"scrapbook": {
+        "name": "x", "mime_prefix": "application/papermill.record/"}},
+        data={"application/papermill.record/text/plain": "3.14159"})
+    table = nbformat.v4.new_output("display_data", data={
+        "text/markdown": "| model | bits/dim |\n|---|---|\n| VAE | 0.5 |", "text/plain": "table"})
+    png = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA"
+           "60e6kgAAAABJRU5ErkJggg==")
+    figure = nbformat.v4.new_output("display_data", data={"image/png": png, "text/plain": "fig"})
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                           "language": "python"}})
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("# The trick\n\nThe value is {glue:text}`x:.2f` nats."),
+        nbformat.v4.new_code_cell("glue('x', x)", outputs=[glue]),
+        nbformat.v4.new_code_cell("show_table()", outputs=[table]),
+        nbformat.v4.new_code_cell("plot()", outputs=[figure], metadata={"mystnb": {"figure": {
+            "name": "fig-line", "caption": "A line that rises."}, "image": {"alt": "A rising line"}}}),
+        nbformat.v4.new_markdown_cell("Left in English."),
+    ]
+    nbformat.write(nb, root / "page.ipynb")
+    (root / "index.md").write_text("# Home\n\n```{toctree}\npage\n```\n", encoding="utf-8")
+    po = polib.POFile()
+    po.metadata = {"Content-Type": "text/plain; charset=UTF-8", "Language": LANGUAGE}
+    for msgid, msgstr in [("The trick", "技巧"), ("A line that rises.", "一条上升的直线。"),
+                          ("The value is {glue:text}`x:.2f` nats.",
+                           "其值为 {glue:text}`x:.2f` nats。")]:
+        po.append(polib.POEntry(msgid=msgid, msgstr=msgstr))
+    (root / "locales" / LANGUAGE / "LC_MESSAGES").mkdir(parents=True)
+    po.save(str(root / "locales" / LANGUAGE / "LC_MESSAGES" / "page.po"))
+
+
+def _sphinx(root: Path, builder: str, language: str, warnings) -> Path:
+    from sphinx.application import Sphinx
+    from sphinx.util.docutils import docutils_namespace
+
+    out = root / "_build" / builder
+    overrides = {"extensions": ["myst_nb", "nb_i18n"], "nb_execution_mode": "off",
+                 "language": language, "locale_dirs": ["locales/"], "gettext_compact": False,
+                 "exclude_patterns": ["_build"], "myst_enable_extensions": ["dollarmath"],
+                 "html_search_language": "en"}  # (jieba's dictionary takes seconds to load)
+    with docutils_namespace():
+        app = Sphinx(str(root), None, str(out), str(root / "_build" / f".doctrees-{builder}"), builder,
+                     confoverrides=overrides, status=None, warning=warnings, freshenv=True)
+        app.build()
+    return out
+
+
+def test_a_translated_notebook_page(tmp_path):
+    """Outputs are not messages, captions and glued prose are, and the glued number survives
+    translation; an untranslated message is a warning and is recorded."""
+    import io
+
+    pytest.importorskip("myst_nb")
+    _tiny_book(tmp_path)
+    warnings = io.StringIO()
+    pot = _sphinx(tmp_path, "gettext", "en", warnings) / "page.pot"
+    msgids = {e.msgid for e in polib.pofile(str(pot))}
+    assert msgids == {"The trick", "The value is {glue:text}`x:.2f` nats.", "A line that rises.",
+                      "Left in English."}
+    warnings = io.StringIO()
+    html = (_sphinx(tmp_path, "html", LANGUAGE, warnings) / "page.html").read_text(encoding="utf-8")
+    assert "其值为 <span class=\"pasted-text\">3.14</span> nats。" in html
+    assert "一条上升的直线。" in html and "<h1>技巧" in html
+    assert re.search(r'<html[^>]* lang="zh-CN"', html)
+    assert "bits/dim" in html  # the output, as it is
+    log = warnings.getvalue()
+    assert "untranslated message (page.po): 'Left in English.'" in log
+    assert log.count("untranslated message (page.po)") == 1, log
+    recorded = json.loads((tmp_path / "_build" / "i18n-messages.json").read_text(encoding="utf-8"))
+    assert set(recorded["messages"]["page"]) == msgids
