@@ -12,9 +12,10 @@ translation to start from; remove the ``#, fuzzy`` flag once it is right), then 
 ``extract`` is Sphinx's gettext builder (``jupyter-book build . --builder custom
 --custom-builder gettext``), one catalog per page (``gettext_compact: false``). It needs the
 executed notebooks, since figure captions are attached to a cell's output: when an English
-build has left them in ``_build/jupyter_execute/`` (``python tools/build_books.py en``), it
-reads those, in a copy of the sources with execution off, which takes a minute; otherwise
-(or with ``--execute``) it executes every chapter again. Cell outputs and the package's
+build has left them in ``_build/jupyter_execute/`` (``python tools/build_books.py en``; or
+the Chinese build, in ``_build/zh/_build/jupyter_execute/``), it reads those, in a copy of the
+sources with execution off, which takes a minute; otherwise (or with ``--execute``) it
+executes every chapter again. Cell outputs and the package's
 docstrings are not messages (tools/nb_i18n.py).
 
 ``update`` is ``sphinx-intl update -p _build/gettext -l zh_CN -d locales``, then fills in
@@ -39,7 +40,8 @@ from build_books import merge  # noqa: E402
 LANGUAGE = "zh_CN"
 LOCALES = ROOT / "locales"
 GETTEXT = ROOT / "_build" / "gettext"
-EXECUTED = ROOT / "_build" / "jupyter_execute"
+# executed notebooks left by a build: the English one's, else the Chinese one's (the same)
+EXECUTED_DIRS = (ROOT / "_build" / "jupyter_execute", ROOT / "_build" / "zh" / "_build" / "jupyter_execute")
 
 
 def catalogs(language: str = LANGUAGE) -> list[Path]:
@@ -86,21 +88,21 @@ def _notebooks_in_toc() -> list[str]:
 def extract(execute: bool = False) -> Path:
     """Run the gettext builder; return the folder of .pot files (``_build/gettext``)."""
     notebooks = _notebooks_in_toc()
-    reuse = not execute and all((EXECUTED / f"{nb}.ipynb").exists() for nb in notebooks)
+    executed = next((d for d in EXECUTED_DIRS if all((d / f"{nb}.ipynb").exists() for nb in notebooks)), None)
     shutil.rmtree(GETTEXT, ignore_errors=True)
-    if not reuse:
+    if execute or executed is None:
         print("extract: executing every chapter (no English build in _build/jupyter_execute)")
         subprocess.run(["jupyter-book", "build", str(ROOT), "--builder", "custom",
                         "--custom-builder", "gettext"], cwd=ROOT, check=True)
         return GETTEXT
-    print("extract: reading the executed notebooks of the English build (_build/jupyter_execute)")
+    print(f"extract: reading the executed notebooks in {executed.relative_to(ROOT)}")
     work = ROOT / "_build" / "i18n-extract"
     source = work / "src"
     shutil.rmtree(work, ignore_errors=True)
     shutil.copytree(ROOT, source, symlinks=True, ignore=shutil.ignore_patterns(
         "_build", ".git", "node_modules", "vendor", "*.pt", "__pycache__", ".ipynb_checkpoints"))
     for nb in notebooks:
-        shutil.copy2(EXECUTED / f"{nb}.ipynb", source / f"{nb}.ipynb")
+        shutil.copy2(executed / f"{nb}.ipynb", source / f"{nb}.ipynb")
     config = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
     config = merge(config, {"execute": {"execute_notebooks": "off"}})
     sphinx = config.setdefault("sphinx", {})
