@@ -90,21 +90,25 @@ def extract(execute: bool = False) -> Path:
     notebooks = _notebooks_in_toc()
     executed = next((d for d in EXECUTED_DIRS if all((d / f"{nb}.ipynb").exists() for nb in notebooks)), None)
     shutil.rmtree(GETTEXT, ignore_errors=True)
+    # (its own --path-output: the gettext builder cannot share the HTML build's doctrees)
+    work = ROOT / "_build" / "i18n-extract"
+    shutil.rmtree(work, ignore_errors=True)
     if execute or executed is None:
-        print("extract: executing every chapter (no English build in _build/jupyter_execute)")
-        subprocess.run(["jupyter-book", "build", str(ROOT), "--builder", "custom",
-                        "--custom-builder", "gettext"], cwd=ROOT, check=True)
+        print("extract: executing every chapter (no executed notebooks from a build)")
+        subprocess.run(["jupyter-book", "build", str(ROOT), "--path-output", str(work),
+                        "--builder", "custom", "--custom-builder", "gettext"], cwd=ROOT, check=True)
+        shutil.move(str(work / "_build" / "gettext"), str(GETTEXT))
         return GETTEXT
     print(f"extract: reading the executed notebooks in {executed.relative_to(ROOT)}")
-    work = ROOT / "_build" / "i18n-extract"
     source = work / "src"
-    shutil.rmtree(work, ignore_errors=True)
     shutil.copytree(ROOT, source, symlinks=True, ignore=shutil.ignore_patterns(
         "_build", ".git", "node_modules", "vendor", "*.pt", "__pycache__", ".ipynb_checkpoints"))
     for nb in notebooks:
         shutil.copy2(executed / f"{nb}.ipynb", source / f"{nb}.ipynb")
     config = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
-    config = merge(config, {"execute": {"execute_notebooks": "off"}})
+    # (glued numbers are not part of any message, and an executed notebook keeps no glue)
+    config = merge(config, {"execute": {"execute_notebooks": "off"},
+                            "sphinx": {"config": {"suppress_warnings": ["mystnb.glue"]}}})
     sphinx = config.setdefault("sphinx", {})
     sphinx["local_extensions"] = {
         name: str((ROOT / path).resolve()) for name, path in sphinx.get("local_extensions", {}).items()
