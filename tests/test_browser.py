@@ -600,7 +600,8 @@ def test_zh_page_has_what_the_english_page_has(page):
 # Runs in the page: the computed font of the body text, and whether Chinese characters are
 # drawn as distinct glyphs in it (without a CJK font they are all the same .notdef box).
 CJK_GLYPHS = """() => {
-    const p = [...document.querySelectorAll('article p')].find(e => /[\\u4e00-\\u9fff]/.test(e.textContent));
+    const p = [...document.querySelectorAll('article p, article li, article h1, article h2, article .admonition-title')]
+        .find(e => /[\\u4e00-\\u9fff]/.test(e.textContent));
     if (!p) return {chinese: false};
     const font = getComputedStyle(p).font;
     const canvas = document.createElement('canvas');
@@ -637,7 +638,7 @@ def test_zh_text_is_drawn_in_a_cjk_font(visit, page):
     v = visit(page)
     assert v.page.evaluate("() => document.documentElement.lang") == "zh-CN"
     glyphs = v.page.evaluate(CJK_GLYPHS)
-    assert glyphs["chinese"], f"{page} has no Chinese paragraph"
+    assert glyphs["chinese"], f"{page} has no Chinese text"
     assert glyphs["inked"] == 4 and glyphs["distinct"] == 4 and glyphs["tofu"] == 0, \
         f"{page}: Chinese characters drawn as boxes in {glyphs['font']!r}: {glyphs}"
 
