@@ -51,8 +51,10 @@ def _is_redirect(path: Path) -> bool:
 
 
 # Pages are everything Sphinx wrote, not the vendored files under _static.
+# The Chinese edition, when built (python tools/build_books.py), is under zh/: its pages are
+# tested the same way, and against their English counterparts (test_zh_*).
 HTML_FILES = sorted(p for p in HTML.rglob("*.html")
-                    if p.relative_to(HTML).parts[0] not in ("_static", "_sources")) if HTML.is_dir() else []
+                    if not {"_static", "_sources"} & set(p.relative_to(HTML).parts)) if HTML.is_dir() else []
 PAGES = [p.relative_to(HTML).as_posix() for p in HTML_FILES if not _is_redirect(p)]
 
 
@@ -241,7 +243,7 @@ def test_page_renders_offline(visit, page):
     assert not problems, f"{page}:\n  " + "\n  ".join(problems)
 
 
-NOTEBOOK_PAGES = [p for p in PAGES if re.fullmatch(r"book/(\d\d_\w+|results)\.html", p)]
+NOTEBOOK_PAGES = [p for p in PAGES if re.fullmatch(r"(zh/)?book/(\d\d_\w+|results)\.html", p)]
 
 
 @pytest.mark.parametrize("page", NOTEBOOK_PAGES or ["book/01_autoencoders.html"])
@@ -460,12 +462,16 @@ def exercise_explorer(v, decode=None):
     return {"first": first, "moved": moved, "drawn": drawn}
 
 
-def test_latent_explorer_decodes_without_a_kernel(visit):
-    if WIDGET_PAGE not in PAGES:
+EDITIONS = ["", "zh/"] if (HTML / "zh" / "index.html").is_file() else [""]
+
+
+@pytest.mark.parametrize("edition", EDITIONS, ids=lambda e: e.strip("/") or "en")
+def test_latent_explorer_decodes_without_a_kernel(visit, edition):
+    if edition + WIDGET_PAGE not in PAGES:
         if not PAGES:
             _missing(f"the book is not built (no HTML in {HTML})")
-        pytest.fail(f"{WIDGET_PAGE} is not in the built book: the latent-explorer chapter is missing")
-    v = visit(WIDGET_PAGE)
+        pytest.fail(f"{edition + WIDGET_PAGE} is not in the built book: the latent-explorer chapter is missing")
+    v = visit(edition + WIDGET_PAGE)
     assert v.page.locator(".vae-explorer").count() == 1, \
         "the chapter shows no kernel-free explorer (the widget's saved state instead?)"
     log = exercise_explorer(v)
@@ -529,3 +535,118 @@ def test_explorer_html_matches_pytorch(chromium, kind):
         assert not v.errors and not v.blocked, (v.errors, v.blocked)
     finally:
         v.close()
+
+
+# --- the Chinese edition (_build/html/zh/, python tools/build_books.py) ---------------------------
+
+ZH_PAGES = [p for p in PAGES if p.startswith("zh/")]
+EN_PAGES = [p for p in PAGES if not p.startswith("zh/")]
+
+
+def _require_zh():
+    if not ZH_PAGES:
+        _missing(f"the Chinese edition is not built (no {HTML / 'zh'}): run python tools/build_books.py zh")
+
+
+def test_zh_edition_has_every_page_of_the_english_one():
+    _require_zh()
+    assert sorted(p.removeprefix("zh/") for p in ZH_PAGES) == sorted(EN_PAGES)
+
+
+def _switch_target(page: str) -> tuple[str | None, str | None]:
+    """The href of ``page``'s link to the other edition, and the page it resolves to."""
+    import posixpath
+
+    text = (HTML / page).read_text(encoding="utf-8")
+    match = re.search(r'<a href="([^"]+)" class="btn btn-sm language-switch"', text)
+    if not match:
+        return None, None
+    return match.group(1), posixpath.normpath(posixpath.join(posixpath.dirname(page), match.group(1)))
+
+
+@pytest.mark.parametrize("page", PAGES or ["book/intro.html"])
+def test_language_switch_leads_to_the_same_page(page):
+    """Every page links to itself in the other edition, and that page links back."""
+    if not PAGES:
+        _missing(f"the book is not built (no HTML in {HTML})")
+    _require_zh()
+    href, target = _switch_target(page)
+    assert href is not None, f"{page} has no link to the other edition"
+    expected = page.removeprefix("zh/") if page.startswith("zh/") else "zh/" + page
+    assert target == expected and (HTML / target).is_file(), (page, href, target)
+    assert _switch_target(target)[1] == page
+
+
+def _count(page: str, pattern: str) -> int:
+    return len(re.findall(pattern, (HTML / page).read_text(encoding="utf-8")))
+
+
+@pytest.mark.parametrize("page", [p for p in ZH_PAGES if p.startswith("zh/book/")] or ["zh/book/intro.html"])
+def test_zh_page_has_what_the_english_page_has(page):
+    """The same figures, formulas, widgets and explorers as the English page (same
+    notebooks, same outputs), in a page that says it is in Chinese."""
+    _require_zh()
+    english = page.removeprefix("zh/")
+    html = (HTML / page).read_text(encoding="utf-8")
+    assert re.search(r'<html[^>]* lang="zh-CN"', html), "html[lang] is not zh-CN"
+    for what, pattern in [("figures", r'<img [^>]*src="[^"]*_images/'),
+                          ("display formulas", r'<div class="math'),
+                          ("widget views", r"application/vnd\.jupyter\.widget-view\+json"),
+                          ("latent explorers", r'class="vae-explorer"'),
+                          ("code cells", r'class="cell docutils container"')]:
+        assert _count(page, pattern) == _count(english, pattern), f"{page}: not as many {what} as {english}"
+
+
+# Runs in the page: the computed font of the body text, and whether Chinese characters are
+# drawn as distinct glyphs in it (without a CJK font they are all the same .notdef box).
+CJK_GLYPHS = """() => {
+    const p = [...document.querySelectorAll('article p, article li, article h1, article h2, article .admonition-title')]
+        .find(e => /[\\u4e00-\\u9fff]/.test(e.textContent));
+    if (!p) return {chinese: false};
+    const font = getComputedStyle(p).font;
+    const canvas = document.createElement('canvas');
+    canvas.width = canvas.height = 64;
+    const ctx = canvas.getContext('2d');
+    const draw = ch => {
+        ctx.clearRect(0, 0, 64, 64);
+        ctx.font = font.replace(/\\d+(\\.\\d+)?px/, '48px');
+        ctx.fillStyle = '#000';
+        ctx.textBaseline = 'top';
+        ctx.fillText(ch, 4, 4);
+        return Array.from(ctx.getImageData(0, 0, 64, 64).data).join(',');
+    };
+    const glyphs = ['重', '参', '数', '化', '\\uffff'].map(draw);
+    return {chinese: true, font, distinct: new Set(glyphs.slice(0, 4)).size,
+            tofu: glyphs.slice(0, 4).filter(g => g === glyphs[4]).length,
+            inked: glyphs.slice(0, 4).filter(g => /[1-9]/.test(g)).length};
+}"""
+
+
+def test_a_cjk_font_is_installed():
+    import shutil
+    import subprocess
+
+    if shutil.which("fc-list") is None:
+        pytest.skip("no fontconfig here")
+    fonts = subprocess.run(["fc-list", ":lang=zh", "family"], capture_output=True, text=True).stdout
+    assert fonts.strip(), "no font covers Chinese: install one (Debian: fonts-noto-cjk; CI does)"
+
+
+@pytest.mark.parametrize("page", [p for p in ZH_PAGES if p.startswith("zh/book/")] or ["zh/book/intro.html"])
+def test_zh_text_is_drawn_in_a_cjk_font(visit, page):
+    _require_zh()
+    v = visit(page)
+    assert v.page.evaluate("() => document.documentElement.lang") == "zh-CN"
+    glyphs = v.page.evaluate(CJK_GLYPHS)
+    assert glyphs["chinese"], f"{page} has no Chinese text"
+    assert glyphs["inked"] == 4 and glyphs["distinct"] == 4 and glyphs["tofu"] == 0, \
+        f"{page}: Chinese characters drawn as boxes in {glyphs['font']!r}: {glyphs}"
+
+
+def test_zh_search_finds_reparameterisation_in_chapter_4(visit):
+    _require_zh()
+    v = visit("zh/search.html?q=%E9%87%8D%E5%8F%82%E6%95%B0%E5%8C%96")  # 重参数化
+    v.page.wait_for_function("() => document.querySelectorAll('#search-results li a').length > 0")
+    links = v.page.eval_on_selector_all("#search-results li a", "as => as.map(a => a.getAttribute('href'))")
+    assert any("book/04_reparameterization" in (href or "") for href in links), links
+    assert not v.errors, v.errors

@@ -1,0 +1,408 @@
+"""The Chinese edition's catalogs (locales/zh_CN) and the tools that make and use them.
+
+Fast, no build needed: every message of every catalog is translated and not fuzzy, every
+catalog compiles (``msgfmt --check``), a translation keeps the message's maths, code, roles
+and link targets, the preface quotes the source article exactly, and the terminology is
+used consistently. When a build has run, its messages are compared with the catalogs
+(`test_catalogs_match_the_sources`): the Chinese build records every message it looked up
+(tools/nb_i18n.py), and ``python tools/i18n.py extract`` leaves .pot files; with neither,
+that test is skipped, unless ``VAE_TUTORIAL_I18N_TEST=require`` (CI, after the Chinese
+build).
+
+Docstrings: the API reference's docstrings are not translated, and are not messages
+(tools/nb_i18n.py keeps them out of the catalogs), so no exemption is needed here.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from docutils import nodes
+from docutils.frontend import get_default_settings
+from docutils.utils import new_document
+
+polib = pytest.importorskip("polib")
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+import build_books  # noqa: E402
+import i18n  # noqa: E402
+import language_switch  # noqa: E402
+import nb_i18n  # noqa: E402
+
+LANGUAGE = "zh_CN"
+MESSAGES = ROOT / "locales" / LANGUAGE / "LC_MESSAGES"
+REQUIRE = os.environ.get("VAE_TUTORIAL_I18N_TEST") == "require"
+CATALOGS = i18n.catalogs(LANGUAGE)
+
+
+def _entries(path: Path):
+    return [e for e in polib.pofile(str(path)) if not e.obsolete and e.msgid]
+
+
+def _catalog_id(path: Path) -> str:
+    return path.relative_to(MESSAGES).with_suffix("").as_posix()
+
+
+def test_there_is_a_catalog_per_page():
+    toc = (ROOT / "_toc.yml").read_text(encoding="utf-8")
+    pages = re.findall(r"(?:root|file):\s*(\S+)", toc)
+    assert sorted(pages) == sorted(_catalog_id(p) for p in CATALOGS)
+
+
+@pytest.mark.parametrize("path", CATALOGS, ids=_catalog_id)
+def test_every_message_is_translated(path):
+    entries = _entries(path)
+    fuzzy = [e.msgid[:60] for e in entries if "fuzzy" in e.flags]
+    untranslated = [e.msgid[:60] for e in entries if not e.msgstr.strip() and "fuzzy" not in e.flags]
+    assert not fuzzy and not untranslated, (
+        f"{path.name}: {len(untranslated)} untranslated, {len(fuzzy)} fuzzy "
+        f"(python tools/i18n.py stats), e.g. {(untranslated + fuzzy)[:3]}"
+    )
+
+
+@pytest.mark.skipif(shutil.which("msgfmt") is None, reason="msgfmt (GNU gettext) is not installed")
+@pytest.mark.parametrize("path", CATALOGS, ids=_catalog_id)
+def test_catalog_compiles(path):
+    result = subprocess.run(["msgfmt", "--check", "-o", os.devnull, str(path)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+# ---------------------------------------------------------------- what a translation keeps
+
+_MATHS = re.compile(r"\$\$.+?\$\$|\$[^$\n]+\$", re.S)
+_CODE = re.compile(r"``.+?``|`[^`]+`")
+# scanned left to right, so that a `$HOME` in code is code and a `x` in maths is maths
+_SPAN = re.compile(r"(?P<role>\{[\w:.-]+\}`[^`]*`)|(?P<code>``.+?``|`[^`]+`)"
+                   r"|(?P<maths>\$\$.+?\$\$|\$[^$\n]+\$)|\]\((?P<link>[^)\s]+)\)", re.S)
+_TEXT_IN_MATHS = re.compile(r"\\(?:text|textrm|textit|textbf|mbox)\s*\{")
+
+
+def preserved_spans(message: str) -> Counter:
+    """What a translation must copy unchanged: maths (but not maths with ``\\text{}``),
+    roles (their target, when they have an explicit title: ``{doc}`title <target>```),
+    inline code and link targets, as a multiset."""
+    spans: Counter = Counter()
+    for match in _SPAN.finditer(message):
+        kind, span = match.lastgroup, match.group(match.lastgroup)
+        if kind == "maths" and _TEXT_IN_MATHS.search(span):
+            span = "maths-with-text"
+        elif kind == "role":
+            name, content = re.match(r"(\{[^}]+\})`([^`]*)`", span).groups()
+            target = re.search(r"<([^<>]+)>\s*$", content)
+            span = name + (target.group(1) if target else content)
+        spans[span] += 1
+    return spans
+
+
+def test_preserved_spans_sees_maths_roles_code_and_links():
+    english = "See {doc}`Chapter 2 <02_elbo>`, $q_\\phi$, `fit` and [this](https://x.org)."
+    assert preserved_spans(english) == preserved_spans(
+        "见{doc}`第 2 章 <02_elbo>`、$q_\\phi$、`fit` 和[此处](https://x.org)。")
+    assert preserved_spans(english) != preserved_spans("见第 2 章、$q_\\theta$ 和 `fit`。")
+    assert preserved_spans("$\\text{mean}$") == preserved_spans("$\\text{均值}$")
+    assert preserved_spans("`$HOME/x` or `$HOME`") == Counter({"`$HOME/x`": 1, "`$HOME`": 1})
+
+
+@pytest.mark.parametrize("path", CATALOGS, ids=_catalog_id)
+def test_translations_keep_maths_code_and_roles(path):
+    bad = []
+    for entry in _entries(path):
+        if not entry.msgstr or entry.msgstr == entry.msgid:
+            continue
+        if "$" not in entry.msgid and "\\begin{" in entry.msgid:  # display maths
+            ok = bool(_TEXT_IN_MATHS.search(entry.msgid))  # only \text{} may change
+        else:
+            ok = preserved_spans(entry.msgid) == preserved_spans(entry.msgstr)
+        if not ok:
+            missing = preserved_spans(entry.msgid) - preserved_spans(entry.msgstr)
+            extra = preserved_spans(entry.msgstr) - preserved_spans(entry.msgid)
+            bad.append(f"{entry.msgid[:50]!r}: missing {list(missing)[:3]}, added {list(extra)[:3]}")
+    assert not bad, f"{path.name}: " + "\n".join(bad[:10])
+
+
+# ---------------------------------------------------------------- the errata's quotations
+
+def _source_article() -> str | None:
+    candidates = [os.environ.get("VAE_TUTORIAL_SOURCE_ARTICLE", "")]
+    candidates += [str(p) for p in sorted(Path("/work/shared/seed").glob("*.txt"))]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file():
+            return Path(candidate).read_text(encoding="utf-8")
+    return None
+
+
+def _normalise(text: str) -> str:
+    return re.sub(r"\s+", "", text)
+
+
+def test_errata_quote_the_source_article_exactly():
+    """The preface's 「quotations」 of the source article (E1–E14) are its own words."""
+    intro = MESSAGES / "book" / "intro.po"
+    quotes = [q for e in _entries(intro) for q in re.findall(r"「([^」]+)」", e.msgstr)]
+    if not quotes:
+        pytest.skip("intro.po quotes nothing yet")
+    article = _source_article()
+    if article is None:
+        pytest.skip("the source article is not on this machine (set VAE_TUTORIAL_SOURCE_ARTICLE)")
+    flat = _normalise(article)
+    wrong = [q for q in quotes if _normalise(q).replace("……", "") not in flat
+             and not all(_normalise(part) in flat for part in q.split("……") if part.strip())]
+    assert not wrong, f"not in the article: {wrong}"
+
+
+# ---------------------------------------------------------------- terminology
+
+# variant -> the term of locales/zh_CN/TERMINOLOGY.md (quotations of the article are exempt)
+FORBIDDEN = {
+    "重新参数化": "重参数化", "再参数化": "重参数化", "重参数技巧": "重参数化技巧",
+    "变分自动编码器": "变分自编码器", "自动编码器": "自编码器",
+    "证据下限": "证据下界",
+    "后验崩塌": "后验坍塌", "后验塌缩": "后验坍塌", "后验崩溃": "后验坍塌",
+    "潜变量": "隐变量", "潜在变量": "隐变量", "潜空间": "隐空间", "潜在空间": "隐空间",
+    "比特返还": "比特回传", "比特回收": "比特回传",
+    "蒙特卡罗": "蒙特卡洛", "小批次": "小批量", "逻辑斯蒂": "逻辑斯谛",
+    "摊销推理": "摊销推断", "摊还推断": "摊销推断", "标准误差": "标准误",
+    "KL散度": "KL 散度",
+}
+
+
+@pytest.mark.parametrize("path", CATALOGS, ids=_catalog_id)
+def test_terminology_is_consistent(path):
+    bad = []
+    for entry in _entries(path):
+        text = re.sub(r"「[^」]*」", "", entry.msgstr)  # the article's own words stay its own
+        text = _MATHS.sub("", _CODE.sub("", text))
+        bad += [f"{variant} -> {term}: {entry.msgstr[:40]!r}"
+                for variant, term in FORBIDDEN.items() if variant in text]
+    assert not bad, f"{path.name}: " + "\n".join(bad[:10])
+
+
+def test_the_forbidden_variants_are_not_terms():
+    terminology = (ROOT / "locales" / LANGUAGE / "TERMINOLOGY.md").read_text(encoding="utf-8")
+    table = "\n".join(line for line in terminology.splitlines() if line.startswith("|"))
+    assert all(term.split()[-1] in table for term in FORBIDDEN.values())
+    assert not [variant for variant in FORBIDDEN if variant in table]
+
+
+# ---------------------------------------------------------------- catalogs vs sources
+
+def _built_messages() -> dict[str, dict[str, set[str]]]:
+    """The messages of the current sources, from whatever build left them: {source: {page:
+    msgids}}."""
+    found = {}
+    record = build_books.messages_file("zh")
+    if record.is_file():
+        data = json.loads(record.read_text(encoding="utf-8"))
+        found[str(record)] = {page: set(ids) for page, ids in data["messages"].items()}
+    pots = sorted(i18n.GETTEXT.rglob("*.pot"))
+    if pots:
+        found[str(i18n.GETTEXT)] = {
+            p.relative_to(i18n.GETTEXT).with_suffix("").as_posix():
+                {e.msgid for e in polib.pofile(str(p)) if e.msgid} for p in pots
+        }
+    return found
+
+
+def test_catalogs_match_the_sources():
+    """No message of the sources is missing from the catalogs, and no catalog holds a
+    message the sources no longer have (update with `python tools/i18n.py update`)."""
+    built = _built_messages()
+    if not built:
+        if REQUIRE:
+            pytest.fail("no Chinese build and no extraction: run python tools/build_books.py zh")
+        pytest.skip("no build: run python tools/build_books.py zh or python tools/i18n.py extract")
+    catalogs = {_catalog_id(p): {e.msgid for e in _entries(p)} for p in CATALOGS}
+    problems = []
+    for source, pages in built.items():
+        for page in sorted(set(pages) | set(catalogs)):
+            new = pages.get(page, set()) - catalogs.get(page, set())
+            gone = catalogs.get(page, set()) - pages.get(page, set())
+            if new:
+                problems.append(f"{page}: {len(new)} messages not in the catalog, e.g. {sorted(new)[:2]}")
+            if gone:
+                problems.append(f"{page}: {len(gone)} catalog messages not in the sources, "
+                                f"e.g. {sorted(gone)[:2]}")
+        assert not problems, f"compared with {source}:\n" + "\n".join(problems)
+
+
+# ---------------------------------------------------------------- the tools
+
+def test_nothing_to_translate():
+    for msgid in ["E1", "$p(z)=\\mathcal N(0,I)$", "{doc}`02_elbo`", "`model.decode(z)`", "#",
+                  "\n\\begin{aligned}\n\\log p &= \\mathrm{ELBO} \\\\\n&\\ge 0\n\\end{aligned}\n"]:
+        assert i18n.nothing_to_translate(msgid), msgid
+    for msgid in ["The prior $p(z)$", "n/a", "e.g. `x`", "yes",
+                  "\\begin{aligned} a &= \\text{mean} \\end{aligned}"]:
+        assert not i18n.nothing_to_translate(msgid), msgid
+
+
+def test_zh_config_is_the_english_one_plus_the_overrides():
+    english = build_books.yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
+    zh = build_books.edition_config(LANGUAGE)
+    assert zh["sphinx"]["config"]["language"] == LANGUAGE
+    assert zh["sphinx"]["config"]["gettext_compact"] is False
+    assert zh["sphinx"]["config"]["locale_dirs"] == ["locales/"]
+    assert zh["sphinx"]["config"]["language_switch"]["prefix"] == "../"
+    assert english["sphinx"]["config"]["language_switch"]["prefix"] == "zh/"
+    for key in english:
+        if key not in ("title", "author", "sphinx"):
+            assert zh[key] == english[key], key
+    for key, value in english["sphinx"]["config"].items():
+        if key not in ("language_switch",):
+            assert zh["sphinx"]["config"][key] == value, key
+    assert zh["sphinx"]["extra_extensions"] == english["sphinx"]["extra_extensions"]
+    for name, path in zh["sphinx"]["local_extensions"].items():
+        assert (Path(path) / f"{name}.py").is_file()
+    assert Path(zh["sphinx"]["config"]["html_search_options"]["dict"]).is_file()
+
+
+def test_language_switch_urls():
+    url = language_switch.other_edition_url
+    assert url("book/04_reparameterization", "zh/") == "../zh/book/04_reparameterization.html"
+    assert url("book/04_reparameterization", "../") == "../../book/04_reparameterization.html"
+    assert url("search", "zh/") == "zh/search.html"
+    assert url("_modules/vae_tutorial/losses", "../") == "../../../_modules/vae_tutorial/losses.html"
+
+
+def _document():
+    return new_document("book/x.ipynb", get_default_settings())
+
+
+def test_outputs_and_docstrings_are_not_messages():
+    from sphinx import addnodes
+
+    doc = _document()
+    prose = nodes.paragraph("The trick", "The trick")
+    output = nodes.container(nb_element="cell_code_output")
+    printed = nodes.paragraph("| model | bits/dim |", "| model | bits/dim |")
+    figure = nodes.figure()
+    caption = nodes.caption("A rising line.", "A rising line.")
+    figure += caption
+    output += [printed, figure]
+    docstring = nodes.paragraph("Per-example terms", "Per-example terms")
+    docstring.source = "/x/vae_tutorial/losses.py:docstring of vae_tutorial.losses.elbo"
+    desc = addnodes.desc()
+    field = nodes.field_name("Parameters", "Parameters")
+    desc += field
+    doc += [prose, output, docstring, desc]
+    transform = nb_i18n.MarkUntranslatable(doc)
+    transform.apply()
+    assert printed["translatable"] is False and field["translatable"] is False
+    assert docstring["translatable"] is False
+    assert "translatable" not in caption and "translatable" not in prose
+
+
+def test_search_words_are_whole_words_for_jieba():
+    jieba = pytest.importorskip("jieba")
+    words = [line.split()[0] for line in
+             (ROOT / "locales" / LANGUAGE / "search_dict.txt").read_text(encoding="utf-8").splitlines()
+             if line.strip()]
+    assert "重参数化" in words
+    tokenizer = jieba.Tokenizer()
+    tokenizer.load_userdict(str(ROOT / "locales" / LANGUAGE / "search_dict.txt"))
+    assert "重参数化" in list(tokenizer.cut_for_search("我们使用重参数化技巧"))
+    assert [w for w in words if w not in list(tokenizer.cut_for_search(f"这是{w}。"))] == []
+
+
+def test_zh_search_index_finds_reparameterisation_in_chapter_4():
+    index_file = ROOT / "_build" / "html" / "zh" / "searchindex.js"
+    if not index_file.is_file():
+        if REQUIRE:
+            pytest.fail(f"no {index_file}: run python tools/build_books.py zh")
+        pytest.skip("no Chinese build (python tools/build_books.py zh)")
+    text = index_file.read_text(encoding="utf-8")
+    index = json.loads(text[text.index("(") + 1: text.rindex(")")])
+    chapter = index["docnames"].index("book/04_reparameterization")
+
+    def pages(table: str) -> set[int]:
+        hit = index[table].get("重参数化", [])
+        return {hit} if isinstance(hit, int) else set(hit)
+
+    assert chapter in pages("terms") | pages("titleterms")
+
+
+# ---------------------------------------------------------------- a translated build, small
+
+def _tiny_book(root: Path) -> None:
+    """One notebook with stored outputs (a glued number, a printed table, a captioned
+    figure), and its zh_CN catalog with one message left untranslated."""
+    import nbformat
+
+    glue = nbformat.v4.new_output("display_data", metadata={"scrapbook": {
+        "name": "x", "mime_prefix": "application/papermill.record/"}},
+        data={"application/papermill.record/text/plain": "3.14159"})
+    table = nbformat.v4.new_output("display_data", data={
+        "text/markdown": "| model | bits/dim |\n|---|---|\n| VAE | 0.5 |", "text/plain": "table"})
+    png = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA"
+           "60e6kgAAAABJRU5ErkJggg==")
+    figure = nbformat.v4.new_output("display_data", data={"image/png": png, "text/plain": "fig"})
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                           "language": "python"}})
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("# The trick\n\nThe value is {glue:text}`x:.2f` nats."),
+        nbformat.v4.new_code_cell("glue('x', x)", outputs=[glue]),
+        nbformat.v4.new_code_cell("show_table()", outputs=[table]),
+        nbformat.v4.new_code_cell("plot()", outputs=[figure], metadata={"mystnb": {"figure": {
+            "name": "fig-line", "caption": "A line that rises."}, "image": {"alt": "A rising line"}}}),
+        nbformat.v4.new_markdown_cell("Left in English."),
+    ]
+    nbformat.write(nb, root / "page.ipynb")
+    (root / "index.md").write_text("# Home\n\n```{toctree}\npage\n```\n", encoding="utf-8")
+    po = polib.POFile()
+    po.metadata = {"Content-Type": "text/plain; charset=UTF-8", "Language": LANGUAGE}
+    for msgid, msgstr in [("The trick", "技巧"), ("A line that rises.", "一条上升的直线。"),
+                          ("The value is {glue:text}`x:.2f` nats.",
+                           "其值为 {glue:text}`x:.2f` nats。")]:
+        po.append(polib.POEntry(msgid=msgid, msgstr=msgstr))
+    (root / "locales" / LANGUAGE / "LC_MESSAGES").mkdir(parents=True)
+    po.save(str(root / "locales" / LANGUAGE / "LC_MESSAGES" / "page.po"))
+
+
+def _sphinx(root: Path, builder: str, language: str, warnings) -> Path:
+    from sphinx.application import Sphinx
+    from sphinx.util.docutils import docutils_namespace
+
+    out = root / "_build" / builder
+    overrides = {"extensions": ["myst_nb", "nb_i18n"], "nb_execution_mode": "off",
+                 "language": language, "locale_dirs": ["locales/"], "gettext_compact": False,
+                 "exclude_patterns": ["_build"], "myst_enable_extensions": ["dollarmath"],
+                 "html_search_language": "en"}  # (jieba's dictionary takes seconds to load)
+    with docutils_namespace():
+        app = Sphinx(str(root), None, str(out), str(root / "_build" / f".doctrees-{builder}"), builder,
+                     confoverrides=overrides, status=None, warning=warnings, freshenv=True)
+        app.build()
+    return out
+
+
+def test_a_translated_notebook_page(tmp_path):
+    """Outputs are not messages, captions and glued prose are, and the glued number survives
+    translation; an untranslated message is a warning and is recorded."""
+    import io
+
+    pytest.importorskip("myst_nb")
+    _tiny_book(tmp_path)
+    warnings = io.StringIO()
+    pot = _sphinx(tmp_path, "gettext", "en", warnings) / "page.pot"
+    msgids = {e.msgid for e in polib.pofile(str(pot))}
+    assert msgids == {"The trick", "The value is {glue:text}`x:.2f` nats.", "A line that rises.",
+                      "Left in English."}
+    warnings = io.StringIO()
+    html = (_sphinx(tmp_path, "html", LANGUAGE, warnings) / "page.html").read_text(encoding="utf-8")
+    assert "其值为 <span class=\"pasted-text\">3.14</span> nats。" in html
+    assert "一条上升的直线。" in html and "<h1>技巧" in html
+    assert re.search(r'<html[^>]* lang="zh-CN"', html)
+    assert "bits/dim" in html  # the output, as it is
+    log = warnings.getvalue()
+    assert "untranslated message (page.po): 'Left in English.'" in log
+    assert log.count("untranslated message (page.po)") == 1, log
+    recorded = json.loads((tmp_path / "_build" / "i18n-messages.json").read_text(encoding="utf-8"))
+    assert set(recorded["messages"]["page"]) == msgids

@@ -1,0 +1,244 @@
+"""Sphinx extension: what the translated editions translate, and checks that they do.
+
+The Chinese edition is the same sources built with ``language: zh_CN``; Sphinx replaces each
+prose message by its translation from ``locales/<lang>/LC_MESSAGES/<docname>.po``
+(``gettext_compact: false``: one catalog per page). This extension decides which text of a
+page is a message, in both the gettext extraction and the translated build:
+
+* **Cell outputs are not messages.** Text a code cell prints or displays (tables of results,
+  numbers, warnings) changes whenever the numbers do, and is the same in every edition:
+  everything inside a myst-nb ``cell_code_output`` is marked non-translatable, except figure
+  captions and legends (from the cell's ``mystnb`` metadata) and image alt text, which are
+  prose.
+* **Docstrings are not messages.** The API reference is generated from the package's
+  docstrings, which document the code and stay in English; nodes whose source is a docstring
+  (``...py:docstring of ...``) and everything inside an object's description (signature,
+  docstring, field names, which Sphinx's own catalog translates) are marked
+  non-translatable. The API page's own prose is translated.
+* **Glue in translated prose.** A paragraph with ``{glue:text}`key``` is re-parsed from its
+  translation after the notebook has been read, when myst-nb no longer holds the notebook's
+  glue data, so the role would fail with "No key found". In translated text of a notebook
+  the role becomes a reference to the same page's glue cache, which myst-nb resolves later
+  (``jupyter_execute/<doc>.glue.json``): the same number, formatted the same way.
+* **Every message is translated.** In a build whose language is not English, each message
+  of each page is looked up in its catalog before Sphinx translates it. A message with no
+  translation (missing, empty or fuzzy) is a warning, ``untranslated message``, so the
+  Chinese build under ``-W`` fails when English prose changed without its translation. The
+  looked-up messages are written to ``<outdir>/../i18n-messages.json`` ({docname: [msgid]}),
+  which ``tests/test_i18n.py`` compares with the committed catalogs.
+* **The page's language.** Sphinx writes ``<html lang="zh_CN">``; HTML wants a BCP 47 tag,
+  ``zh-CN``. A tag ``language_<lang>`` (e.g. ``language_zh_CN``) is set for ``{only}``
+  blocks that one edition alone shows.
+
+Loaded from ``_config.yml`` (``sphinx.local_extensions``).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from docutils import nodes
+from sphinx import addnodes
+from sphinx.locale import init as init_locale
+from sphinx.transforms import SphinxTransform
+from sphinx.util import logging
+from sphinx.util.i18n import docname_to_domain
+from sphinx.util.nodes import extract_messages
+
+logger = logging.getLogger(__name__)
+
+DOCSTRING_SOURCE = ":docstring of "
+_PROSE_IN_OUTPUTS = (nodes.caption, nodes.legend)
+
+
+def _in_substitution_definition(node: nodes.Node) -> bool:
+    while node is not None:
+        if isinstance(node, nodes.substitution_definition):
+            return True
+        node = node.parent
+    return False
+
+
+def _is_docstring(node: nodes.Node) -> bool:
+    return DOCSTRING_SOURCE in (getattr(node, "source", None) or "")
+
+
+def _in_prose_of_output(node: nodes.Node) -> bool:
+    parent = node
+    while parent is not None:
+        if isinstance(parent, _PROSE_IN_OUTPUTS):
+            return True
+        if isinstance(parent, nodes.container) and parent.get("nb_element") == "cell_code_output":
+            return False
+        parent = parent.parent
+    return False
+
+
+class MarkUntranslatable(SphinxTransform):
+    """Cell outputs (but not captions) and docstrings are not messages (see the module)."""
+
+    default_priority = 15  # before Locale (20), which reads the same marks
+
+    def apply(self, **kwargs) -> None:
+        for output in self.document.findall(
+            lambda n: isinstance(n, nodes.container) and n.get("nb_element") == "cell_code_output"
+        ):
+            for node in output.findall(nodes.TextElement):
+                if not _in_prose_of_output(node):
+                    node["translatable"] = False
+        for node in self.document.findall(nodes.TextElement):
+            if _is_docstring(node):
+                node["translatable"] = False
+        # an object's description (signature, docstring, and field names such as
+        # "Parameters", which Sphinx's own catalog already translates)
+        for desc in self.document.findall(addnodes.desc):
+            for node in desc.findall(nodes.TextElement):
+                node["translatable"] = False
+
+
+def _translating(config) -> bool:
+    return bool(config.language) and config.language != "en" and bool(config.locale_dirs)
+
+
+def _catalog(transform) -> dict[str, str]:
+    """The page's translations, as Sphinx's Locale transform finds them (fuzzy ones excluded)."""
+    domain = docname_to_domain(transform.env.docname, transform.config.gettext_compact)
+    dirs = [Path(transform.env.srcdir, d) for d in transform.config.locale_dirs]
+    catalog, has_catalog = init_locale(dirs, transform.config.language, domain)
+    return dict(getattr(catalog, "_catalog", {})) if has_catalog else {}
+
+
+def _check(transform, node, msgid: str, translations: dict[str, str]) -> str | None:
+    """Record ``msgid`` as a message of the page; warn if it has no translation."""
+    store = transform.env.__dict__.setdefault("nb_i18n_messages", {})
+    store.setdefault(transform.env.docname, []).append(msgid)
+    msgstr = translations.get(msgid)
+    if not msgstr:
+        domain = docname_to_domain(transform.env.docname, transform.config.gettext_compact)
+        logger.warning(
+            "untranslated message (%s.po): %r",
+            domain,
+            msgid if len(msgid) < 70 else msgid[:67] + "...",
+            location=node,
+            type="i18n",
+            subtype="untranslated",
+        )
+    return msgstr
+
+
+class CheckTranslated(SphinxTransform):
+    """Record every message of the page and warn about those without a translation."""
+
+    default_priority = 19  # after MarkUntranslatable, before Locale translates them
+
+    def apply(self, **kwargs) -> None:
+        if not _translating(self.config) or self.app.builder.name == "gettext":
+            return
+        self.env.__dict__.setdefault("nb_i18n_messages", {})[self.env.docname] = []
+        translations = _catalog(self)
+        images = "image" in self.config.gettext_additional_targets
+        for node, msgid in extract_messages(self.document):
+            if isinstance(node, addnodes.toctree) or not msgid.strip():
+                continue  # toctrees: TranslateToctrees
+            if isinstance(node, nodes.image) and not images:
+                continue  # alt text is a message only with gettext_additional_targets: [image]
+            if _in_substitution_definition(node):
+                continue  # as the gettext builder
+            _check(self, node, msgid, translations)
+
+
+class TranslateToctrees(SphinxTransform):
+    """Translate the captions of the toctrees that sphinx-external-toc inserts.
+
+    The parts of ``_toc.yml`` ("Part I: Foundations") become toctree captions on the root
+    page after Sphinx's Locale transform has run (sphinx-external-toc inserts them at
+    priority 100), so they would stay English; the gettext builder does extract them.
+    """
+
+    default_priority = 110
+
+    def apply(self, **kwargs) -> None:
+        if not _translating(self.config) or self.app.builder.name == "gettext":
+            return
+        toctrees = list(self.document.findall(addnodes.toctree))
+        if not toctrees:
+            return
+        translations = _catalog(self)
+        for toctree in toctrees:
+            for msgid in toctree.extract_original_messages():
+                msgstr = _check(self, toctree, msgid, translations)
+                if msgstr:
+                    toctree.apply_translated_message(msgid, msgstr)
+
+
+def _purge(app, env, docname) -> None:
+    getattr(env, "nb_i18n_messages", {}).pop(docname, None)
+
+
+def _merge(app, env, docnames, other) -> None:
+    store = env.__dict__.setdefault("nb_i18n_messages", {})
+    for docname in docnames:
+        if docname in getattr(other, "nb_i18n_messages", {}):
+            store[docname] = other.nb_i18n_messages[docname]
+
+
+def _write_messages(app, exception) -> None:
+    if exception is not None or not _translating(app.config) or app.builder.name == "gettext":
+        return
+    store = getattr(app.env, "nb_i18n_messages", {})
+    path = Path(app.outdir).parent / "i18n-messages.json"
+    path.write_text(
+        json.dumps({"language": app.config.language, "messages": store}, ensure_ascii=False,
+                   indent=1, sort_keys=True),
+        encoding="utf-8",
+    )
+
+
+def _add_language_tag(app, config) -> None:
+    app.tags.add(f"language_{config.language or 'en'}")
+
+
+def _html_lang(app, pagename, templatename, context, doctree) -> None:
+    if context.get("language"):
+        context["language"] = context["language"].replace("_", "-")
+
+
+class _TranslatedGlueText:
+    """Wraps myst-nb's ``{glue:text}`` role for translated paragraphs (see the module)."""
+
+    def __init__(self, role):
+        self.role = role
+
+    def __call__(self, name, rawtext, text, lineno, inliner, options=None, content=()):
+        document = inliner.document
+        env = getattr(document.settings, "env", None)
+        if (
+            env is not None
+            and "nb_renderer" not in document
+            and "::" not in text
+            and str(document.current_source or "").endswith("<translated>")
+        ):
+            text = f"/{env.doc2path(env.docname, base=False)}::{text}"
+        return self.role(name, rawtext, text, lineno, inliner, options or {}, content)
+
+
+def _wrap_glue_role(app, config) -> None:
+    domain = app.registry.domains.get("glue")  # registered by myst-nb
+    if domain is None or "text" not in domain.roles:
+        return
+    original = app.registry.domain_roles.get("glue", {}).get("text", domain.roles["text"])
+    if not isinstance(original, _TranslatedGlueText):
+        app.add_role_to_domain("glue", "text", _TranslatedGlueText(original), override=True)
+
+
+def setup(app):
+    app.add_transform(MarkUntranslatable)
+    app.add_transform(CheckTranslated)
+    app.add_transform(TranslateToctrees)
+    app.connect("config-inited", _add_language_tag)
+    app.connect("env-purge-doc", _purge)
+    app.connect("env-merge-info", _merge)
+    app.connect("build-finished", _write_messages)
+    app.connect("html-page-context", _html_lang)
+    app.connect("config-inited", _wrap_glue_role)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
