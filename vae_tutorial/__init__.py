@@ -21,13 +21,14 @@ from .train import History, fit, linear_warmup
 from . import check, data, evaluate, notebook, plots, ppca  # noqa: E402  (submodules as attributes)
 from .data import load_dataset
 from .evaluate import evaluate_model
+from .hierarchical import HierarchicalVAE
 
 __version__ = "0.1.0"
 
 notebook.register()  # in IPython: solution cells wait until asked (see notebook.py)
 
 __all__ = [
-    "Autoencoder", "ConditionalVAE", "ConvDecoder", "ConvEncoder", "ELBOTerms", "History",
+    "Autoencoder", "ConditionalVAE", "ConvDecoder", "ConvEncoder", "ELBOTerms", "HierarchicalVAE", "History",
     "MLPDecoder", "MLPEncoder", "VAE", "bernoulli_log_likelihood", "check",
     "continuous_bernoulli_log_likelihood", "data", "discretized_logistic_log_likelihood", "elbo", "estimate_log_likelihood",
     "evaluate", "evaluate_model", "fit", "gaussian_log_likelihood", "get_device", "iwae_bound",
