@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import math
 import sys
 import tempfile
 import time
@@ -46,7 +45,7 @@ from machine import describe, write_result  # noqa: E402
 
 import vae_tutorial as vt  # noqa: E402
 from vae_tutorial.timing import synchronize  # noqa: E402
-from vae_tutorial.train import exponential_decay  # noqa: E402
+from vae_tutorial.train import NonFiniteLossError, exponential_decay  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CORES = 2
@@ -114,7 +113,13 @@ ROWS = {
 }
 
 
-def train_for_budgets(make_model, train, device, budgets_cpu_s, *, max_epochs=2000, on_snapshot=None, **kw):
+def _halved_after(schedule, epoch):
+    """The same learning rate as ``schedule`` up to ``epoch``, half of it afterwards."""
+    return lambda t: schedule(t) if t <= epoch else 0.5 * schedule(t)
+
+
+def train_for_budgets(make_model, train, device, budgets_cpu_s, *, max_epochs=2000, on_snapshot=None,
+                      lr=1e-3, **kw):
     """Train whole epochs on the CPU-time clock; call ``on_snapshot(budget, model, stats)`` at each budget.
 
     ``fit`` is called once per epoch and resumes from its own checkpoint, which gives the
@@ -122,8 +127,15 @@ def train_for_budgets(make_model, train, device, budgets_cpu_s, *, max_epochs=20
     ``tests/test_train.py``), so every snapshot is reproducible from its epoch count.
     The clock is the CPU time of this process spent inside the training calls (model
     construction, ``fit``, checkpoints): evaluations of earlier snapshots do not count.
+
+    Divergence guard: if an epoch's loss becomes NaN or infinite, the epoch is repeated from
+    the last checkpoint with the learning rate halved from then on (``fit`` accepts a
+    schedule that agrees with the checkpoint over the epochs already trained). The failed
+    epoch's CPU time stays on the clock; each halving is recorded in ``stats["lr_halved_at"]``.
     """
     budgets = sorted(budgets_cpu_s)
+    schedule = lr if callable(lr) else (lambda t, lr=lr: lr)
+    halved = []
     cpu = wall = 0.0
     c0, w0 = time.process_time(), time.perf_counter()
     torch.manual_seed(0)
@@ -137,7 +149,18 @@ def train_for_budgets(make_model, train, device, budgets_cpu_s, *, max_epochs=20
             while epoch < max_epochs and (epoch == 0 or cpu + 1.05 * longest <= budget):
                 c0, w0 = time.process_time(), time.perf_counter()
                 epoch += 1
-                vt.fit(model, train, epochs=epoch, device=device, seed=0, progress=False, checkpoint=ckpt, **kw)
+                try:
+                    vt.fit(model, train, epochs=epoch, device=device, seed=0, progress=False, checkpoint=ckpt,
+                           lr=schedule, **kw)
+                except NonFiniteLossError as e:
+                    if epoch == 1 or len(halved) >= 8:
+                        raise
+                    print(f"  epoch {epoch:4d}: {e}; repeating it with the learning rate halved", flush=True)
+                    epoch -= 1
+                    schedule = _halved_after(schedule, epoch)
+                    halved.append(epoch)
+                    state = vt.train.load_checkpoint(ckpt)
+                    model.load_state_dict(state["model"])
                 synchronize(device)
                 dc = time.process_time() - c0
                 cpu, wall, longest = cpu + dc, wall + time.perf_counter() - w0, max(longest, dc)
@@ -145,7 +168,8 @@ def train_for_budgets(make_model, train, device, budgets_cpu_s, *, max_epochs=20
             snap = copy.deepcopy(model)
             snap.trained_epochs = epoch
             if on_snapshot is not None:
-                on_snapshot(budget, snap, {"epochs": epoch, "train_cpu_seconds": cpu, "train_wall_seconds": wall})
+                on_snapshot(budget, snap, {"epochs": epoch, "train_cpu_seconds": cpu, "train_wall_seconds": wall,
+                                           "lr_halved_at": list(halved)})
     return model
 
 
@@ -163,6 +187,10 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default=None)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "quality.json"))
     ap.add_argument("--append", action="store_true", help="keep the rows already in --out (a later run adds rows)")
+    ap.add_argument("--snapshots", default=None,
+                    help="train only: save each budget's model to this folder (evaluate later with --evaluate)")
+    ap.add_argument("--evaluate", default=None,
+                    help="evaluate the models saved in this folder by --snapshots and add their rows to --out")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device) if args.device else vt.get_device()
@@ -188,6 +216,7 @@ def main(argv=None) -> int:
                "bits_per_dim": ev["bits_per_dim"], "active_units": ev["active_units"],
                "latent_dim": model.latent_dim, "parameters": sum(p.numel() for p in model.parameters()),
                "train_cpu_seconds": round(stats["train_cpu_seconds"], 1),
+               "lr_halved_at_epochs": stats.get("lr_halved_at", []),
                "train_wall_seconds": round(stats["train_wall_seconds"], 1),
                "eval_cpu_seconds": round(time.process_time() - c0, 1),
                "eval_wall_seconds": round(time.perf_counter() - w0, 1)}
@@ -197,6 +226,27 @@ def main(argv=None) -> int:
               f"train {row['train_cpu_seconds'] / 60:5.1f} CPU-min ({row['train_wall_seconds'] / 60:5.1f} wall)  "
               f"eval {row['eval_wall_seconds'] / 60:4.1f} min", flush=True)
         _write(args.out, train, test, test_n, k, args, minutes, results)  # after every row: a killed run keeps its rows
+
+    if args.evaluate:
+        done = {(r["name"], r["budget_minutes"]) for r in results}
+        for f in sorted(Path(args.evaluate).glob("*.pt"), key=lambda f: f.stat().st_mtime):
+            snap = torch.load(f, weights_only=True)
+            if (snap["name"], snap["budget_minutes"]) in done:
+                continue
+            torch.manual_seed(0)
+            model = ROWS[snap["name"]][1]()
+            model.load_state_dict(snap["model"])
+            add_row(snap["name"], ROWS[snap["name"]][0], model, snap["stats"], snap["budget_minutes"])
+        return 0
+
+    def save_snapshot(name, model, stats, budget_minutes):
+        folder = Path(args.snapshots)
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f"{name}-{budget_minutes:g}.pt.tmp"
+        torch.save({"name": name, "budget_minutes": budget_minutes, "stats": stats,
+                    "model": model.state_dict()}, tmp)
+        tmp.replace(tmp.with_suffix(""))
+        print(f"saved {name} at {budget_minutes:g} min: {stats}", flush=True)
 
     for name in args.rows.split(","):
         desc, factory, kw = ROWS[name]
@@ -208,8 +258,13 @@ def main(argv=None) -> int:
                                         "train_wall_seconds": time.perf_counter() - w0}, None)
             continue
         budgets = {60 * CORES * m: m for m in minutes}
-        train_for_budgets(factory, train, device, list(budgets),
-                          on_snapshot=lambda b, model, stats: add_row(name, desc, model, stats, budgets[b]), **kw)
+        if args.snapshots:
+            def on_snapshot(b, model, stats):
+                save_snapshot(name, model, stats, budgets[b])
+        else:
+            def on_snapshot(b, model, stats):
+                add_row(name, desc, model, stats, budgets[b])
+        train_for_budgets(factory, train, device, list(budgets), on_snapshot=on_snapshot, **kw)
     for m in minutes:
         within = [r for r in results if r["budget_minutes"] is not None and r["budget_minutes"] <= m]
         if within and m in TARGETS:
