@@ -239,3 +239,23 @@ def test_precision_weighted_merge_is_the_normalised_product():
 
     diff = log_n(z, mu_a, lv_a) + log_n(z, mu_b, lv_b) - log_n(z, mu, lv)
     torch.testing.assert_close(diff, diff[:1].expand_as(diff))
+
+
+def test_top_layer_rate_split():
+    from vae_tutorial.hierarchical import top_layer_rate_split
+
+    x = binary(3)
+    td = randomise(small("top_down"), scale=0.3)
+    split = top_layer_rate_split(td, x, samples=64, generator=gen())
+    # top-down: q(z_L|x) reads x only, so no information about lower samples
+    assert split["noise"].abs().max() < 1e-5
+    torch.testing.assert_close(split["data"], split["rate"])
+    bu = randomise(small("bottom_up", dims=(6, 3)), scale=1.0)
+    split = top_layer_rate_split(bu, x, samples=64, generator=gen())
+    assert (split["noise"] > 0.01).all() and (split["noise"] <= math.log(64) + 1e-5).all()
+    torch.testing.assert_close(split["rate"], split["noise"] + split["data"])
+    # the rate is the top layer's KL of layer_kl, estimated with other noise
+    kl_top = torch.stack([bu.layer_kl(x, generator=gen(s))[:, -1] for s in range(200)]).mean(0)
+    torch.testing.assert_close(split["rate"], kl_top.detach(), rtol=0.1, atol=0.05)
+    with pytest.raises(ArgumentError):
+        top_layer_rate_split(small(dims=(4,), hidden=(32,)), x)

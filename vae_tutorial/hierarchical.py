@@ -57,7 +57,7 @@ from .losses import (
 )
 from .models import _as_shape
 
-__all__ = ["HierarchicalVAE", "INFERENCES", "MERGES", "precision_weighted_merge"]
+__all__ = ["HierarchicalVAE", "INFERENCES", "MERGES", "precision_weighted_merge", "top_layer_rate_split"]
 
 INFERENCES = ("top_down", "bottom_up")
 MERGES = ("precision", "residual")
@@ -501,3 +501,55 @@ class HierarchicalVAE(nn.Module):
         """Generate ``n`` images: an ancestral sample of ``z``, then the mean of ``p_θ(x|z_1)``."""
         return self.mean(self.decode(self._decoder_input(self.prior_sample(n, generator))))
 
+
+
+@torch.no_grad()
+def top_layer_rate_split(model: HierarchicalVAE, x: Tensor, samples: int = 512,
+                         generator: torch.Generator | None = None) -> dict[str, Tensor]:
+    """Split the top layer's rate into what it says about ``x`` and about the layers below.
+
+    With ``q_φ(z_L|x) = E_{q_φ(z_{<L}|x)}[q_φ(z_L|·)]`` the marginal posterior of the top
+    layer, its rate splits exactly::
+
+        E_q[KL(q_φ(z_L|·) ‖ p(z_L))] = E_q[KL(q_φ(z_L|·) ‖ q_φ(z_L|x))] + KL(q_φ(z_L|x) ‖ p(z_L)).
+
+    The first term (``"noise"``) is information about the *samples* of the lower layers
+    beyond ``x``; the second (``"data"``) is about ``x``. For top-down inference
+    ``q_φ(z_L|x)`` reads only ``x``, so the first term is 0; for bottom-up inference
+    ``q_φ(z_L|z_{L−1})`` also encodes the sampling noise of ``z_{L−1}``.
+
+    ``samples`` (``M``) chains are drawn per image; ``log q_φ(z_L|x)`` is estimated by the
+    mixture of the ``M`` posteriors, own component included, which makes ``"noise"`` a lower
+    bound (at most ``log M``) and ``"data" = "rate" − "noise"`` an upper bound.
+
+    Args:
+        model: a :class:`HierarchicalVAE` with ``L ≥ 2`` layers.
+        x: ``(B, ...)`` data.
+        samples: ``M ≥ 2`` chains per image.
+        generator: optional generator for the noise.
+
+    Returns:
+        ``{"rate", "noise", "data"}``, each ``(B,)`` in nats.
+    """
+    if not isinstance(model, HierarchicalVAE) or model.num_layers < 2:
+        raise ArgumentError("top_layer_rate_split needs a HierarchicalVAE with at least two layers")
+    m = check_int("samples", samples, min=2)
+    was_training = model.training
+    model.eval()
+    out = {"rate": [], "noise": []}
+    try:
+        for i in range(x.shape[0]):
+            feats = [f.expand(m, *f.shape[1:]) for f in model._features(x[i:i + 1])]
+            zs, q, _ = model._chain(feats, generator)
+            mu, lv = q[-1]  # (M, Z_L): the top layer's posterior in each chain
+            z = zs[-1]
+            # log q(z_m | chain m') for every pair: (M, M')
+            log_q = -0.5 * (LOG_2PI + lv[None] + (z[:, None] - mu[None]).pow(2) * torch.exp(-lv[None])).sum(-1)
+            mixture = torch.logsumexp(log_q, dim=1) - math.log(m)
+            out["noise"].append((log_q.diagonal() - mixture).mean())
+            out["rate"].append((0.5 * (mu.pow(2) + torch.expm1(lv) - lv)).sum(-1).mean())
+    finally:
+        model.train(was_training)
+    res = {k: torch.stack(v) for k, v in out.items()}
+    res["data"] = res["rate"] - res["noise"]
+    return res
