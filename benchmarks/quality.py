@@ -104,7 +104,7 @@ ROWS = {
     "mlp": ("book MLP VAE: 784-512-256-32, ELBO, Adam 1e-3, batch 128", book_mlp, {}),
     "iwae": ("book MLP trained on the IWAE bound (k=5): 784-512-256-32, Adam 1e-3, batch 128",
              book_mlp, {"objective": "iwae", "iwae_k": 5}),
-    "hvae": ("2-layer MLP hierarchical VAE, top-down inference, skip decoder: 784-512-512-(z1 32)-256-(z2 16), "
+    "hvae": ("2-layer MLP hierarchical VAE, top-down inference, skip decoder: 784-512-512-(z1 32)-256-256-(z2 16), "
              "ELBO, Adam 1e-3 halved every 100 epochs, batch 128", hvae_mlp, {"lr": DECAY}),
     "hvae-iwae": ("2-layer MLP hierarchical VAE as hvae, trained on the IWAE bound (k=5)", hvae_mlp,
                   {"lr": DECAY, "objective": "iwae", "iwae_k": 5}),
