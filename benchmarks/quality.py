@@ -198,6 +198,8 @@ def main(argv=None) -> int:
     ap.add_argument("--append", action="store_true", help="keep the rows already in --out (a later run adds rows)")
     ap.add_argument("--snapshots", default=None,
                     help="train only: save each budget's model to this folder (evaluate later with --evaluate)")
+    ap.add_argument("--merge", default=None,
+                    help="comma-separated results files of this script (same machine) whose rows are added to --out")
     ap.add_argument("--evaluate", default=None,
                     help="evaluate the models saved in this folder by --snapshots and add their rows to --out")
     args = ap.parse_args(argv)
@@ -237,6 +239,16 @@ def main(argv=None) -> int:
               f"eval {row['eval_wall_seconds'] / 60:4.1f} min", flush=True)
         _write(args.out, train, test, test_n, k, args, minutes, results)  # after every row: a killed run keeps its rows
 
+    if args.merge:
+        import json
+
+        for f in args.merge.split(","):
+            other = json.loads(Path(f).read_text())
+            assert other["machine"]["cpu"] == describe()["cpu"], f"{f} was measured on another machine"
+            seen = {(r["name"], r["budget_minutes"]) for r in results}
+            results += [r for r in other["rows"] if (r["name"], r["budget_minutes"]) not in seen]
+        _write(args.out, train, test, test_n, k, args, minutes, results)
+        return 0
     if args.evaluate:
         done = {(r["name"], r["budget_minutes"]) for r in results}
         for f in sorted(Path(args.evaluate).glob("*.pt"), key=lambda f: f.stat().st_mtime):
