@@ -50,14 +50,27 @@ def test_quality_quick(tmp_path, fashion_mnist_present):
     r = json.loads(out.read_text())
     _machine_ok(r["machine"])
     assert r["quick"] is True and r["test_n"] == 500 and r["k"] == 10
-    assert [row["name"] for row in r["rows"]] == ["peer", "mlp"]
+    # one training run serves both budgets: a snapshot at the smaller, the run at the larger
+    assert [(row["name"], row["budget_minutes"]) for row in r["rows"]] == [
+        ("peer", None), ("mlp", 0.05), ("mlp", 0.1)]
     for row in r["rows"]:
         # IWAE with k ≥ 1 is a tighter bound than the ELBO (up to Monte Carlo noise), and
         # bits/dim is the NLL in bits spread over the 784 pixels
         assert math.isfinite(row["test_nll"]) and 0 < row["test_nll"] < row["test_neg_elbo"] + 1.0
         assert row["bits_per_dim"] == pytest.approx(row["test_nll"] / (784 * math.log(2)))
         assert 0 <= row["active_units"] <= row["latent_dim"] and row["epochs"] >= 1
+        assert row["train_cpu_seconds"] > 0 and row["eval_wall_seconds"] > 0
     assert r["rows"][0]["parameters"] == 652_824  # the pytorch/examples 784-400-20 model
+    small, large = r["rows"][1:]
+    # the budget is CPU time on 2 cores; whole epochs stop before it (the first epoch always runs)
+    for row in (small, large):
+        assert row["budget_cpu_seconds"] == pytest.approx(60 * 2 * row["budget_minutes"])
+        assert row["epochs"] == 1 or row["train_cpu_seconds"] <= row["budget_cpu_seconds"]
+    assert small["epochs"] <= large["epochs"] and small["train_cpu_seconds"] <= large["train_cpu_seconds"]
+    # the literature anchors are stored once, in the script, and copied into the results
+    assert r["literature"] == quality.LITERATURE
+    assert {t["budget_minutes"]: t["target_nats"] for t in r["targets"]} == quality.TARGETS
+    assert min(x["test_nll"] for x in r["literature"]["rows"]) == 223.26
 
 
 def test_book_runtime_one_chapter(tmp_path):

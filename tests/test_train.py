@@ -230,6 +230,48 @@ def test_beta_schedule_is_applied_per_step(small):
     assert h["beta"] == [0.5, 1.0, 1.0]
 
 
+def test_learning_rate_schedule_is_applied_per_step_and_resumes_exactly(small, tmp_path):
+    from vae_tutorial.errors import ArgumentError, ArgumentTypeError, ResumeMismatchError
+    from vae_tutorial.train import exponential_decay
+
+    s = exponential_decay(1e-2, half_life=2.0, floor=1e-3)
+    assert [s(t) for t in (0, 2, 4)] == pytest.approx([1e-2, 5e-3, 2.5e-3]) and s(100) == 1e-3
+    rates = []
+
+    class Spy(torch.optim.Adam):
+        def step(self, closure=None):
+            rates.append(self.param_groups[0]["lr"])
+            return super().step(closure)
+
+    real = torch.optim.Adam
+    torch.optim.Adam = Spy
+    try:
+        vt.fit(mlp_vae(), small, epochs=2, batch_size=64, lr=s, **FIT)
+    finally:
+        torch.optim.Adam = real
+    assert rates == pytest.approx([s(e + k / 8) for e in range(2) for k in range(8)])
+    # a constant schedule is the constant learning rate, bit for bit
+    a, b = mlp_vae(), mlp_vae()
+    vt.fit(a, small, epochs=2, batch_size=64, lr=lambda t: 1e-3, **FIT)
+    vt.fit(b, small, epochs=2, batch_size=64, lr=1e-3, **FIT)
+    assert_same_params(params(a), params(b))
+    # resuming from a checkpoint follows the schedule: same weights as one uninterrupted run
+    whole, parts = mlp_vae(), mlp_vae()
+    vt.fit(whole, small, epochs=3, batch_size=64, lr=s, **FIT)
+    ckpt = tmp_path / "run.pt"
+    for e in (1, 2, 3):
+        vt.fit(parts, small, epochs=e, batch_size=64, lr=s, checkpoint=ckpt, **FIT)
+    assert_same_params(params(whole), params(parts))
+    with pytest.raises(ResumeMismatchError, match="learning-rate schedule"):
+        vt.fit(mlp_vae(), small, epochs=4, batch_size=64, lr=exponential_decay(1e-2, 1.0), checkpoint=ckpt, **FIT)
+    with pytest.raises(ArgumentError, match="learning-rate schedule gave 0.0"):
+        vt.fit(mlp_vae(), small, epochs=1, lr=lambda t: 0.0, **FIT)
+    with pytest.raises(ArgumentError, match="at epoch 0.500"):
+        vt.fit(mlp_vae(), small, epochs=1, batch_size=64, lr=lambda t: 1e-3 if t < 0.5 else -1.0, **FIT)
+    with pytest.raises(ArgumentTypeError, match="lr must be a number or a schedule"):
+        vt.fit(mlp_vae(), small, epochs=1, lr=lambda t: "fast", **FIT)
+
+
 def test_free_bits_changes_the_loss(small):
     base = mlp_vae()
     vt.fit(base, small, epochs=1, batch_size=64, **FIT)

@@ -133,7 +133,34 @@ def bernoulli_log_likelihood(logits: Tensor, x: Tensor) -> Tensor:
     """
     check_unit_interval(x, "bernoulli_log_likelihood")
     logits, x = _flat(logits), _flat(x)
+    if logits.shape == x.shape and not x.requires_grad:
+        return _BernoulliLogLikelihood.apply(logits, x)
     return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(dim=-1)
+
+
+class _BernoulliLogLikelihood(torch.autograd.Function):
+    """``Σ_d [x_d ℓ_d − softplus(ℓ_d)]`` with its gradient ``∂/∂ℓ = x − σ(ℓ)`` written out.
+
+    The same number as ``−binary_cross_entropy_with_logits(ℓ, x).sum(−1)``, in fewer
+    passes over the ``(B, D)`` logits: two forward (softplus, then ``x·ℓ`` subtracted
+    and summed) and three backward, where PyTorch's general loss makes about seven.
+    On a CPU this is a few per cent of a small MLP's training step, and of every
+    decoder pass of an importance-sampled evaluation. softplus returns ℓ itself for
+    ℓ > 20, where the exact value differs by less than e⁻²⁰ per pixel.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: Tensor, x: Tensor) -> Tensor:
+        ctx.save_for_backward(logits, x)
+        return torch.addcmul(F.softplus(logits), x, logits, value=-1.0).sum(dim=-1).neg_()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        logits, x = ctx.saved_tensors
+        scale = grad.unsqueeze(-1)
+        if torch.is_grad_enabled():  # create_graph=True: no in-place ops on recorded tensors
+            return (x - torch.sigmoid(logits)) * scale, None
+        return torch.sigmoid(logits).sub_(x).mul_(scale.neg()), None
 
 
 def gaussian_log_likelihood(x: Tensor, mean: Tensor, logvar: Tensor | float) -> Tensor:

@@ -37,7 +37,7 @@ from .errors import (
 )
 from .losses import elbo, iwae_bound
 
-__all__ = ["History", "fit", "linear_warmup", "load_checkpoint", "save_checkpoint", "dataset_tensors",
+__all__ = ["History", "fit", "linear_warmup", "exponential_decay", "load_checkpoint", "save_checkpoint", "dataset_tensors",
            "NonFiniteLossError", "checkpoint_digest", "clean_stale_temporaries", "CHECKPOINT_KEYS"]
 
 Schedule = Callable[[float], float]
@@ -107,8 +107,32 @@ def _check_beta(beta: Schedule, t: float) -> None:
         raise ArgumentError(f"the β schedule gave {b} at t={t}; β must be finite and ≥ 0")
 
 
+def _check_lr(lr: Schedule, t: float) -> float:
+    try:
+        value = _beta_at(lr, t)
+    except (TypeError, ValueError) as e:
+        raise ArgumentTypeError(f"lr must be a number or a schedule t -> learning rate (see "
+                                f"exponential_decay); calling it at t={t} failed: {e}") from None
+    if not 0.0 < value < math.inf:
+        raise ArgumentError(f"the learning-rate schedule gave {value} at t={t}; it must be finite and > 0")
+    return value
+
+
+def exponential_decay(lr: float, half_life: float, floor: float = 0.0) -> Schedule:
+    """Learning rate ``t ↦ max(floor, lr · 2^(−t / half_life))`` of the fractional epoch ``t``.
+
+    It does not depend on how long training will run, so a run can be stopped (or
+    snapshotted) at any epoch and has followed the same schedule as a longer one.
+    """
+    start = check_float("lr", lr, min=0.0, min_open=True)
+    half_life = check_float("half_life (epochs)", half_life, min=0.0, min_open=True)
+    floor = check_float("floor", floor, min=0.0)
+    return lambda t: max(floor, start * 2.0 ** (-t / half_life))
+
+
 def _same_beta(trace, beta, epochs_done: int) -> bool:
-    """Does ``beta`` give the β recorded in a checkpoint over the epochs already trained?"""
+    """Does ``beta`` (or a learning-rate schedule) give the values recorded in a checkpoint
+    over the epochs already trained?"""
     if not isinstance(trace, list):
         return True  # nothing recorded: the settings comparison is all we have
     n = min(len(trace), 4 * epochs_done + 1)
@@ -379,7 +403,7 @@ def _progress(iterable, enabled: bool, **kw):
     return tqdm(iterable, **kw)
 
 
-def fit(model: torch.nn.Module, train, *, epochs: int, batch_size: int = 128, lr: float = 1e-3,
+def fit(model: torch.nn.Module, train, *, epochs: int, batch_size: int = 128, lr: float | Schedule = 1e-3,
         beta: float | Schedule = 1.0, valid=None, device: torch.device | str | None = None,
         seed: int = 0, progress: bool = True, checkpoint: str | os.PathLike | None = None,
         free_bits: float = 0.0, objective: str = "elbo", iwae_k: int = 5,
@@ -397,7 +421,9 @@ def fit(model: torch.nn.Module, train, *, epochs: int, batch_size: int = 128, lr
             :func:`~vae_tutorial.data.load_dataset`); a data set with
             ``binarize == "dynamic"`` is re-binarised every epoch.
         epochs: total number of epochs (a resumed run continues up to this).
-        batch_size, lr: mini-batch size and Adam learning rate.
+        batch_size: mini-batch size.
+        lr: Adam learning rate, a constant or a schedule ``t ↦ lr`` of the fractional
+            epoch, applied before every step (see :func:`exponential_decay`).
         beta: KL weight, a constant or a schedule ``t ↦ β`` of the fractional epoch
             (see :func:`linear_warmup`).
         valid: optional validation data set; its ELBO (β = 1) is recorded each epoch.
@@ -432,7 +458,10 @@ def fit(model: torch.nn.Module, train, *, epochs: int, batch_size: int = 128, lr
         raise ArgumentError(f"objective must be 'elbo' or 'iwae', got {objective!r}")
     epochs = check_int("epochs", epochs, min=0)
     batch_size = check_int("batch_size", batch_size, min=1)
-    lr = check_float("lr", lr, min=0.0, min_open=True)
+    if callable(lr):
+        lr0 = _check_lr(lr, 0.0)
+    else:
+        lr = lr0 = check_float("lr", lr, min=0.0, min_open=True)
     free_bits = check_float("free_bits", free_bits, min=0.0)
     seed = check_seed(seed)
     iwae_k = check_int("iwae_k", iwae_k, min=1)
@@ -470,10 +499,11 @@ def fit(model: torch.nn.Module, train, *, epochs: int, batch_size: int = 128, lr
     n = images.shape[0]
     steps = math.ceil(n / batch_size)
     generator = torch.Generator(device=device).manual_seed(seed)
-    optimizer = _adam(model.parameters(), lr, device)
+    optimizer = _adam(model.parameters(), lr0, device)
     history = History()
     start_epoch = 0
-    settings = {"batch_size": batch_size, "lr": lr, "seed": seed, "n": n, "objective": objective}
+    settings = {"batch_size": batch_size, "lr": "schedule" if callable(lr) else lr, "seed": seed, "n": n,
+                "objective": objective}
     if checkpoint is not None:
         # Everything else that changes what the trained weights mean: a resume must agree on it.
         settings.update({
@@ -493,12 +523,16 @@ def fit(model: torch.nn.Module, train, *, epochs: int, batch_size: int = 128, lr
         trace = state.get("beta_trace")
         if not differs and start_epoch and not _same_beta(trace, beta, start_epoch):
             differs.append("beta")
+        if not differs and start_epoch and callable(lr) and not _same_beta(state.get("lr_trace"), lr, start_epoch):
+            differs.append("lr")
         if differs:
             shown = {"data": "training images", "architecture": "model architecture"}
             made = ", ".join(f"{shown.get(k, k)}={_brief(old.get(k, 'absent'))}" for k in differs)
             now = ", ".join(f"{shown.get(k, k)}={_brief(settings.get(k))}" for k in differs)
             if "beta" in differs and old.get("beta") == settings.get("beta"):
                 made += " (a β schedule that differs over the epochs already trained)"
+            if "lr" in differs and old.get("lr") == settings.get("lr"):
+                made += " (a learning-rate schedule that differs over the epochs already trained)"
             fits = "; the checkpoint does not fit this model" if "architecture" in differs else ""
             raise ResumeMismatchError(f"checkpoint {checkpoint} was made with {made}; this run uses {now}{fits}. "
                                       "Pass the same settings, or delete the file to start again")
@@ -515,6 +549,7 @@ def fit(model: torch.nn.Module, train, *, epochs: int, batch_size: int = 128, lr
         history = History(list(state["history"]))
 
     # The data were checked once above: the likelihoods skip their per-call range check.
+    scheduled_lr = callable(lr)
     with unchecked_data():
         model.train()
         for epoch in range(start_epoch, epochs):
@@ -532,6 +567,13 @@ def fit(model: torch.nn.Module, train, *, epochs: int, batch_size: int = 128, lr
                 x = data.index_select(0, idx)  # a row gather; faster than data[idx] on CPU
                 y = labels.index_select(0, idx) if conditional else None
                 b = _beta_at(beta, epoch + step / steps)
+                if scheduled_lr:
+                    rate = _beta_at(lr, epoch + step / steps)
+                    if not 0.0 < rate < math.inf:
+                        raise ArgumentError(f"the learning-rate schedule gave {rate} at epoch "
+                                            f"{epoch + step / steps:.3f}; it must be finite and > 0")
+                    for group in optimizer.param_groups:
+                        group["lr"] = rate
                 if not 0.0 <= b < math.inf:  # a float comparison: free next to a training step
                     raise ArgumentError(f"the β schedule gave {b} at epoch {epoch + step / steps:.3f}; "
                                         "β must be finite and ≥ 0")
@@ -569,5 +611,7 @@ def fit(model: torch.nn.Module, train, *, epochs: int, batch_size: int = 128, lr
                     "generator": generator.get_state(), "history": history.records,
                     "epoch": epoch + 1, "settings": settings,
                     "beta_trace": [_beta_at(beta, j / 4) for j in range(4 * (epoch + 1) + 1)],
+                    **({"lr_trace": [_beta_at(lr, j / 4) for j in range(4 * (epoch + 1) + 1)]}
+                       if scheduled_lr else {}),
                 })
     return history
