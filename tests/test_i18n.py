@@ -310,6 +310,12 @@ def test_outputs_and_docstrings_are_not_messages():
     assert "translatable" not in caption and "translatable" not in prose
 
 
+def test_labels_written_in_chinese_by_extensions_are_not_messages():
+    assert nb_i18n.is_generated_label("练习") and nb_i18n.is_generated_label("解答")
+    for msgid in ["Exercise", "The prior $p(z)$", "E1", "原文说 「变分自动编码器」 (E1)"]:
+        assert not nb_i18n.is_generated_label(msgid), msgid
+
+
 def test_search_words_are_whole_words_for_jieba():
     jieba = pytest.importorskip("jieba")
     words = [line.split()[0] for line in

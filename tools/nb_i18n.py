@@ -35,6 +35,7 @@ Loaded from ``_config.yml`` (``sphinx.local_extensions``).
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from docutils import nodes
@@ -57,6 +58,16 @@ def _in_substitution_definition(node: nodes.Node) -> bool:
             return True
         node = node.parent
     return False
+
+
+_CJK_ONLY = re.compile(r"[\u3000-\u303f\u4e00-\u9fff\uff00-\uffef\s\d.:]+")
+
+
+def is_generated_label(msgid: str) -> bool:
+    """A message that is only Chinese was written by an extension in the build's language
+    (sphinx-exercise titles an exercise 练习 and its solution 解答 from its own catalog):
+    the English sources' messages all have Latin letters, maths or code."""
+    return bool(_CJK_ONLY.fullmatch(msgid))
 
 
 def _is_docstring(node: nodes.Node) -> bool:
@@ -144,6 +155,8 @@ class CheckTranslated(SphinxTransform):
                 continue  # alt text is a message only with gettext_additional_targets: [image]
             if _in_substitution_definition(node):
                 continue  # as the gettext builder
+            if is_generated_label(msgid):
+                continue  # e.g. sphinx-exercise's "练习": an extension's own translation
             _check(self, node, msgid, translations)
 
 
