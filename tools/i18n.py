@@ -148,6 +148,31 @@ def update(language: str = LANGUAGE) -> None:
     subprocess.run([sys.executable, "-m", "sphinx_intl", "update", "-p", str(GETTEXT),
                     "-l", language, "-d", str(LOCALES)], cwd=ROOT, check=True)
     print(f"update: {prefill(language)} messages without prose filled in with themselves")
+    print(f"update: {drop_format_flags(language)} python-format flags removed")
+
+
+def drop_format_flags(language: str = LANGUAGE) -> int:
+    """Remove ``python-format`` flags: the messages are Markdown, never %-format strings.
+
+    The extractor flags any message that happens to hold ``% o`` ("… 91.0 % of …") as
+    ``python-format``, and ``msgfmt --check`` then rejects a correct translation such as
+    "… 91.0 %。".
+    """
+    import polib
+
+    dropped = 0
+    for path in catalogs(language):
+        po = polib.pofile(str(path), wrapwidth=76)
+        changed = False
+        for entry in po:
+            for flag in ("python-format", "no-python-format"):
+                if flag in entry.flags:
+                    entry.flags.remove(flag)
+                    changed = True
+                    dropped += flag == "python-format"
+        if changed:
+            po.save(str(path))
+    return dropped
 
 
 def stats(language: str = LANGUAGE) -> dict[str, dict[str, int]]:
