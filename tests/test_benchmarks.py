@@ -62,10 +62,11 @@ def test_quality_quick(tmp_path, fashion_mnist_present):
         assert row["train_cpu_seconds"] > 0 and row["eval_wall_seconds"] > 0
     assert r["rows"][0]["parameters"] == 652_824  # the pytorch/examples 784-400-20 model
     small, large = r["rows"][1:]
-    # the budget is CPU time on 2 cores; whole epochs stop before it (the first epoch always runs)
+    # the budget is CPU time on 2 cores. (Whether the last epoch ended inside it is not
+    # asserted: the rule predicts the next epoch from the longest so far, and on a loaded
+    # machine one epoch can cost several times another, so that would test the machine.)
     for row in (small, large):
         assert row["budget_cpu_seconds"] == pytest.approx(60 * 2 * row["budget_minutes"])
-        assert row["epochs"] == 1 or row["train_cpu_seconds"] <= row["budget_cpu_seconds"]
     assert small["epochs"] <= large["epochs"] and small["train_cpu_seconds"] <= large["train_cpu_seconds"]
     # the literature anchors are stored once, in the script, and copied into the results
     assert r["literature"] == quality.LITERATURE
