@@ -59,7 +59,8 @@ def test_quality_quick(tmp_path, fashion_mnist_present):
         assert math.isfinite(row["test_nll"]) and 0 < row["test_nll"] < row["test_neg_elbo"] + 1.0
         assert row["bits_per_dim"] == pytest.approx(row["test_nll"] / (784 * math.log(2)))
         assert 0 <= row["active_units"] <= row["latent_dim"] and row["epochs"] >= 1
-        assert row["train_cpu_seconds"] > 0 and row["eval_wall_seconds"] > 0
+        # (times are rounded to 0.1 s: a quick evaluation may round to 0.0)
+        assert row["train_cpu_seconds"] > 0 and row["eval_wall_seconds"] >= 0
     assert r["rows"][0]["parameters"] == 652_824  # the pytorch/examples 784-400-20 model
     small, large = r["rows"][1:]
     # the budget is CPU time on 2 cores. (Whether the last epoch ended inside it is not
