@@ -231,7 +231,9 @@ class _TranslatedGlueText:
             and "::" not in text
             and str(document.current_source or "").endswith("<translated>")
         ):
-            text = f"/{env.doc2path(env.docname, base=False)}::{text}"
+            # myst-nb splits the format off at the last ":", so a key without a format
+            # needs its default one spelled out, or "path::key" would split as "path:" + "key"
+            text = f"/{env.doc2path(env.docname, base=False)}::{text}" + ("" if ":" in text else ":s")
         return self.role(name, rawtext, text, lineno, inliner, options or {}, content)
 
 
