@@ -363,7 +363,7 @@ def _tiny_book(root: Path) -> None:
     nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
                                                            "language": "python"}})
     nb.cells = [
-        nbformat.v4.new_markdown_cell("# The trick\n\nThe value is {glue:text}`x:.2f` nats."),
+        nbformat.v4.new_markdown_cell("# The trick\n\nThe value is {glue:text}`x:.2f` nats ({glue:text}`x` unformatted)."),
         nbformat.v4.new_code_cell("glue('x', x)", outputs=[glue]),
         nbformat.v4.new_code_cell("show_table()", outputs=[table]),
         nbformat.v4.new_code_cell("plot()", outputs=[figure], metadata={"mystnb": {"figure": {
@@ -375,8 +375,8 @@ def _tiny_book(root: Path) -> None:
     po = polib.POFile()
     po.metadata = {"Content-Type": "text/plain; charset=UTF-8", "Language": LANGUAGE}
     for msgid, msgstr in [("The trick", "技巧"), ("A line that rises.", "一条上升的直线。"),
-                          ("The value is {glue:text}`x:.2f` nats.",
-                           "其值为 {glue:text}`x:.2f` nats。")]:
+                          ("The value is {glue:text}`x:.2f` nats ({glue:text}`x` unformatted).",
+                           "其值为 {glue:text}`x:.2f` nats（未格式化：{glue:text}`x`）。")]:
         po.append(polib.POEntry(msgid=msgid, msgstr=msgstr))
     (root / "locales" / LANGUAGE / "LC_MESSAGES").mkdir(parents=True)
     po.save(str(root / "locales" / LANGUAGE / "LC_MESSAGES" / "page.po"))
@@ -408,15 +408,18 @@ def test_a_translated_notebook_page(tmp_path):
     warnings = io.StringIO()
     pot = _sphinx(tmp_path, "gettext", "en", warnings) / "page.pot"
     msgids = {e.msgid for e in polib.pofile(str(pot))}
-    assert msgids == {"The trick", "The value is {glue:text}`x:.2f` nats.", "A line that rises.",
+    assert msgids == {"The trick", "The value is {glue:text}`x:.2f` nats ({glue:text}`x` unformatted).", "A line that rises.",
                       "Left in English."}
     warnings = io.StringIO()
     html = (_sphinx(tmp_path, "html", LANGUAGE, warnings) / "page.html").read_text(encoding="utf-8")
-    assert "其值为 <span class=\"pasted-text\">3.14</span> nats。" in html
+    assert "其值为 <span class=\"pasted-text\">3.14</span> nats" in html
+    # a key without a format too (myst-nb splits "path::key" at its last colon)
+    assert "未格式化：<span class=\"pasted-text\">3.14159</span>" in html
     assert "一条上升的直线。" in html and "<h1>技巧" in html
     assert re.search(r'<html[^>]* lang="zh-CN"', html)
     assert "bits/dim" in html  # the output, as it is
     log = warnings.getvalue()
+    assert "No key" not in log, log
     assert "untranslated message (page.po): 'Left in English.'" in log
     assert log.count("untranslated message (page.po)") == 1, log
     recorded = json.loads((tmp_path / "_build" / "i18n-messages.json").read_text(encoding="utf-8"))
