@@ -424,3 +424,12 @@ def test_a_translated_notebook_page(tmp_path):
     assert log.count("untranslated message (page.po)") == 1, log
     recorded = json.loads((tmp_path / "_build" / "i18n-messages.json").read_text(encoding="utf-8"))
     assert set(recorded["messages"]["page"]) == msgids
+
+
+def test_generated_labels_are_chinese_only():
+    """sphinx-exercise's own 练习 is not a message of the sources; a number such as a table
+    cell "8" of the English is one, and must be recorded like any other message."""
+    import nb_i18n
+
+    assert nb_i18n.is_generated_label("练习 1.1") and nb_i18n.is_generated_label("解答")
+    assert not nb_i18n.is_generated_label("8") and not nb_i18n.is_generated_label("0.5")

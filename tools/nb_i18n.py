@@ -67,7 +67,8 @@ def is_generated_label(msgid: str) -> bool:
     """A message that is only Chinese was written by an extension in the build's language
     (sphinx-exercise titles an exercise 练习 and its solution 解答 from its own catalog):
     the English sources' messages all have Latin letters, maths or code."""
-    return bool(_CJK_ONLY.fullmatch(msgid))
+    # (at least one Chinese character: a table cell "8" of the English is a message)
+    return bool(_CJK_ONLY.fullmatch(msgid)) and re.search(r"[\u4e00-\u9fff]", msgid) is not None
 
 
 def _is_docstring(node: nodes.Node) -> bool:
