@@ -97,25 +97,28 @@ def _beta_at(beta: float | Schedule, t: float) -> float:
     return float(beta(t)) if callable(beta) else float(beta)
 
 
-def _check_beta(beta: Schedule, t: float) -> None:
+def _scheduled(name: str, what: str, helper: str, value, t: float, positive: bool) -> float:
+    """``value`` at fractional epoch ``t`` (a number or a schedule), checked to be finite and
+    ≥ 0 (> 0 when ``positive``); the errors name the argument."""
     try:
-        b = _beta_at(beta, t)
+        v = _beta_at(value, t)
     except (TypeError, ValueError) as e:
-        raise ArgumentTypeError(f"beta must be a number or a schedule t -> β (see linear_warmup); "
+        raise ArgumentTypeError(f"{name} must be a number or a schedule t -> {what} (see {helper}); "
                                 f"calling it at t={t} failed: {e}") from None
-    if not 0.0 <= b < math.inf:
-        raise ArgumentError(f"the β schedule gave {b} at t={t}; β must be finite and ≥ 0")
+    if not (0.0 < v if positive else 0.0 <= v) or not v < math.inf:
+        bound = "> 0" if positive else "≥ 0"
+        label = "the β schedule" if name == "beta" else "the learning-rate schedule"
+        raise ArgumentError(f"{label} gave {v} at t={t}; "
+                            f"{'β' if name == 'beta' else 'it'} must be finite and {bound}")
+    return v
+
+
+def _check_beta(beta: Schedule, t: float) -> None:
+    _scheduled("beta", "β", "linear_warmup", beta, t, positive=False)
 
 
 def _check_lr(lr: Schedule, t: float) -> float:
-    try:
-        value = _beta_at(lr, t)
-    except (TypeError, ValueError) as e:
-        raise ArgumentTypeError(f"lr must be a number or a schedule t -> learning rate (see "
-                                f"exponential_decay); calling it at t={t} failed: {e}") from None
-    if not 0.0 < value < math.inf:
-        raise ArgumentError(f"the learning-rate schedule gave {value} at t={t}; it must be finite and > 0")
-    return value
+    return _scheduled("lr", "learning rate", "exponential_decay", lr, t, positive=True)
 
 
 def exponential_decay(lr: float, half_life: float, floor: float = 0.0) -> Schedule:
