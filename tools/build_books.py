@@ -14,17 +14,29 @@ two configurations cannot drift apart. Jupyter Book 1.x puts a build with
 ``--path-output DIR`` in ``DIR/_build/html``; that folder is moved to ``_build/html/zh``.
 The Chinese build also writes ``_build/zh/_build/i18n-messages.json``, every message it
 looked up (tools/nb_i18n.py), which tests/test_i18n.py compares with the catalogs.
+
+Execution: before Jupyter Book starts, the chapters missing from the shared execution cache
+(``_build/.jupyter_cache``, tools/exec_cache.py) are executed ``--jobs`` at a time (default:
+one per core, each kernel with one BLAS thread unless ``OMP_NUM_THREADS`` is set), longest
+first by ``benchmarks/results/book_runtime.json``. The build then reads every chapter from the
+cache, and the Chinese build reads the English build's: each chapter is executed once for
+both editions, and both show the same numbers by construction.
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import json
+import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import exec_cache  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 LANGUAGES = {"zh": "zh_CN"}
@@ -76,6 +88,41 @@ def messages_file(edition: str = "zh") -> Path:
     return output_dir(edition) / "_build" / "i18n-messages.json"
 
 
+def chapters() -> list[Path]:
+    """The notebooks of the table of contents, in its order."""
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
+    files = [toc["root"]]
+    stack = list(toc.get("parts", [])) + list(toc.get("chapters", []))
+    while stack:
+        entry = stack.pop(0)
+        if "file" in entry:
+            files.append(entry["file"])
+        stack[0:0] = list(entry.get("chapters", [])) + list(entry.get("sections", []))
+    return [ROOT / f"{name}.ipynb" for name in files if (ROOT / f"{name}.ipynb").exists()]
+
+
+def default_jobs() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def execute(jobs: int) -> None:
+    """Fill the shared execution cache, ``jobs`` chapters at a time (tools/exec_cache.py)."""
+    config = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
+    if str(config.get("execute", {}).get("execute_notebooks")) != "cache":
+        return
+    if jobs > 1:
+        os.environ.setdefault("OMP_NUM_THREADS", "1")  # two kernels on two cores, not four threads
+    try:
+        runtimes = json.loads((ROOT / "benchmarks/results/book_runtime.json").read_text())["chapters"]
+    except (OSError, ValueError, KeyError):
+        runtimes = {}
+    exec_cache.prefill(chapters(), jobs=jobs, timeout=int(config["execute"].get("timeout", 600)),
+                       order=runtimes)
+
+
 def build_english(extra: list[str]) -> None:
     subprocess.run(["jupyter-book", "build", str(ROOT), *extra], cwd=ROOT, check=True)
 
@@ -112,9 +159,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="which editions (default: all), English first")
     parser.add_argument("--strict", action="store_true",
                         help="as CI: -W -n --keep-going (every warning is an error)")
+    parser.add_argument("--jobs", "-j", type=int, default=default_jobs(),
+                        help="chapters executed at a time before the build (default: one per core)")
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, not {args.jobs}")
     extra = STRICT if args.strict else []
     editions = args.editions or ["en", *LANGUAGES]
+    execute(args.jobs)
     if "en" in editions:
         build_english(extra)
     for edition in LANGUAGES:

@@ -1,0 +1,102 @@
+"""The shared execution cache (tools/exec_cache.py): one execution serves every build, and a
+change to the package or to a notebook's code executes it again.
+
+A tiny book whose one notebook counts its own executions in a file next to it.
+"""
+from __future__ import annotations
+
+import io
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+
+import exec_cache  # noqa: E402
+
+COUNT = """\
+from pathlib import Path
+runs = Path("runs.txt")
+runs.write_text(runs.read_text() + "x" if runs.exists() else "x")
+print("value", 42)"""
+
+
+def _book(root: Path, code: str = COUNT) -> Path:
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                           "language": "python"}})
+    nb.cells = [nbformat.v4.new_markdown_cell("# Page"), nbformat.v4.new_code_cell(code)]
+    nbformat.write(nb, root / "page.ipynb")
+    (root / "index.md").write_text("# Home\n\n```{toctree}\npage\n```\n", encoding="utf-8")
+    return root / "page.ipynb"
+
+
+def _build(root: Path, out: str) -> str:
+    """A Sphinx HTML build in execution-cache mode with the extension; the page's HTML."""
+    from sphinx.application import Sphinx
+    from sphinx.util.docutils import docutils_namespace
+
+    overrides = {"extensions": ["myst_nb", "exec_cache"], "nb_execution_mode": "cache",
+                 "nb_execution_raise_on_error": True, "exclude_patterns": ["_build"]}
+    with docutils_namespace():
+        app = Sphinx(str(root), None, str(root / out / "html"), str(root / out / ".doctrees"), "html",
+                     confoverrides=overrides, status=None, warning=io.StringIO(), freshenv=True)
+        app.build()
+    return (root / out / "html" / "page.html").read_text(encoding="utf-8")
+
+
+def _runs(root: Path) -> int:
+    return len((root / "runs.txt").read_text()) if (root / "runs.txt").exists() else 0
+
+
+def test_one_execution_serves_both_builds_until_the_package_changes(tmp_path, monkeypatch):
+    pytest.importorskip("myst_nb")
+    nb = _book(tmp_path)
+    assert exec_cache.prefill([nb], jobs=2, root=tmp_path) == {"page": pytest.approx(0, abs=60)}
+    assert _runs(tmp_path) == 1
+    assert exec_cache.prefill([nb], jobs=2, root=tmp_path) == {}  # nothing left to execute
+
+    english = _build(tmp_path, "_build/en")
+    chinese = _build(tmp_path, "_build/zh/_build")  # another output folder: the same cache
+    assert _runs(tmp_path) == 1, "a build executed a notebook that was in the cache"
+    assert "value 42" in english and "value 42" in chinese
+    stamp = json.loads((tmp_path / "_build" / ".jupyter_cache" / exec_cache.STAMP).read_text())
+    assert stamp == exec_cache.environment()
+
+    # another vae_tutorial (or library version): the cache is emptied and the page runs again
+    changed = dict(exec_cache.environment(), vae_tutorial_sha256="0" * 64)
+    monkeypatch.setattr(exec_cache, "environment", lambda: changed)
+    _build(tmp_path, "_build/en")
+    assert _runs(tmp_path) == 2
+    _build(tmp_path, "_build/en")
+    assert _runs(tmp_path) == 2
+
+
+def test_a_changed_cell_executes_that_notebook_again(tmp_path):
+    pytest.importorskip("myst_nb")
+    nb = _book(tmp_path)
+    exec_cache.prefill([nb], jobs=1, root=tmp_path)
+    _book(tmp_path, COUNT.replace("42", "43"))
+    assert list(exec_cache.prefill([nb], jobs=1, root=tmp_path)) == ["page"]
+    assert _runs(tmp_path) == 2
+    assert "value 43" in _build(tmp_path, "_build/en")
+    assert _runs(tmp_path) == 2
+
+
+def test_a_failing_notebook_is_not_cached(tmp_path, capsys):
+    nb = _book(tmp_path, "raise RuntimeError('boom')")
+    assert exec_cache.prefill([nb], jobs=1, root=tmp_path) == {}
+    assert "page: FAILED" in capsys.readouterr().out
+    from jupyter_cache import get_cache
+
+    assert get_cache(str(exec_cache.cache_dir(tmp_path))).list_cache_records() == []
+
+
+def test_the_environment_stamp_covers_the_package_and_libraries():
+    env = exec_cache.environment()
+    assert len(env["vae_tutorial_sha256"]) == 64
+    assert env["versions"]["torch"] and env["versions"]["numpy"]
