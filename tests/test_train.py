@@ -286,6 +286,32 @@ def test_free_bits_changes_the_loss(small):
         torch.testing.assert_close(v, params(beta0)[k], rtol=1e-6, atol=1e-7)
 
 
+
+@pytest.mark.parametrize("kind", ["diffusion", "autoencoder", "elbo_fn"])
+def test_free_bits_without_a_per_dimension_kl_is_an_error(small, kind):
+    # Before the fix free_bits was silently ignored for these models: training ran the plain ELBO.
+    from vae_tutorial.diffusion import DiffusionModel
+    from vae_tutorial.errors import ArgumentError
+
+    torch.manual_seed(0)
+    options = {}
+    if kind == "diffusion":
+        model, name = DiffusionModel(SHAPE, steps=4, hidden=8), "DiffusionModel"
+    elif kind == "autoencoder":
+        model = vt.Autoencoder(vt.MLPEncoder(SHAPE, [32], 2), vt.MLPDecoder(2, [32], SHAPE))
+        name = "Autoencoder"
+    else:  # a replacement loss that drops the per-dimension KL
+        def no_per_dim(*args, **kwargs):
+            terms = vt.elbo(*args, **kwargs)
+            return type(terms)(terms.elbo, terms.reconstruction, terms.kl, None)
+
+        model, name, options = mlp_vae(), "VAE", {"elbo_fn": no_per_dim}
+    before = params(model)
+    with pytest.raises(ArgumentError, match=rf"free_bits=0.5 .*{name}.*pass free_bits=0"):
+        vt.fit(model, small, epochs=1, batch_size=64, free_bits=0.5, **options, **FIT)
+    assert_same_params(before, params(model))  # raised before the first update
+    vt.fit(model, small, epochs=1, batch_size=64, free_bits=0.0, **options, **FIT)  # λ = 0: fine
+
 def test_iwae_objective_trains(small):
     model = mlp_vae()
     before = params(model)

@@ -361,7 +361,13 @@ def _loss(model, x, y, beta, free_bits, objective, iwae_k, generator, elbo_fn=el
             terms = elbo(model, x, 1.0, y=y, generator=generator)
         return -bound.mean(), terms
     terms = elbo_fn(model, x, beta, y=y, generator=generator)
-    if free_bits > 0 and terms.kl_per_dim is not None:
+    if free_bits > 0:
+        if terms.kl_per_dim is None:
+            # Ignoring free_bits here would train a different objective than the one asked for.
+            raise ArgumentError(
+                f"free_bits={free_bits} needs a KL per latent dimension, but the ELBO terms of "
+                f"{type(model).__name__} have kl_per_dim=None (a DiffusionModel or an Autoencoder "
+                "has none); pass free_bits=0 for this model")
         # free bits (Kingma et al. 2016): no pressure on dims whose mean KL is below λ
         kl = terms.kl_per_dim.mean(0).clamp(min=free_bits).sum()
         return -terms.reconstruction.mean() + beta * kl, terms
@@ -436,7 +442,14 @@ def fit(model: torch.nn.Module, train, *, epochs: int, batch_size: int = 128, lr
             ``$CI`` environment variable is set, so executed notebooks are stable.
         checkpoint: file to save to after every epoch (atomically) and to resume
             from if it exists.
-        free_bits: λ ≥ 0 in nats per latent dimension (0 disables it).
+        free_bits: λ ≥ 0 in nats per latent dimension (0 disables it): the loss charges
+            ``Σ_j max(λ, KL̄_j)``, ``KL̄_j`` the batch mean of dimension ``j``'s term in the
+            ``kl_per_dim`` of the model's ELBO terms. A model without it (``kl_per_dim=None``:
+            ``DiffusionModel``, ``Autoencoder``) raises :class:`ArgumentError` at the first
+            step. Caveat: for a bottom-up ``HierarchicalVAE`` the per-dimension terms of the
+            layers below the top are not KLs but one-sample estimates,
+            ``−H(q_φ(z_l|·))`` minus ``log p_θ(z_l|z_{l+1})`` at the sample, which can be
+            negative; λ then clamps those estimates, not a per-unit KL.
         objective: ``"elbo"`` or ``"iwae"`` (train on the importance-weighted bound
             with ``iwae_k`` samples).
         elbo_fn: replaces :func:`~vae_tutorial.losses.elbo` in the ``"elbo"`` objective;
@@ -449,7 +462,7 @@ def fit(model: torch.nn.Module, train, *, epochs: int, batch_size: int = 128, lr
     Raises:
         NonFiniteLossError: if the loss becomes NaN/inf (names epoch and step).
         ArgumentError, ArgumentTypeError: an argument out of range or of the wrong type
-            (the message names it).
+            (the message names it), or ``free_bits > 0`` for a model with no per-dimension KL.
         DataError: empty data, NaN/inf pixels, pixels outside [0, 1] for a Bernoulli
             or continuous Bernoulli decoder, labels out of range (checked once, up front).
         CheckpointError: an unreadable, damaged or incomplete checkpoint;
