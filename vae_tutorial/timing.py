@@ -1,4 +1,11 @@
-"""Measuring training speed honestly: warm-up, device synchronisation, samples per second."""
+"""Measuring training cost honestly.
+
+Two measures, for two questions. :func:`training_step_flops` *counts* the arithmetic of a
+training step: the same number on every CPU and GPU, so it can fix a budget ("equal
+compute") that does not depend on the machine or on its load. :func:`training_throughput`
+*times* complete steps (warm-up, device synchronisation, samples per second): what the
+arithmetic costs on this machine, which differs between devices and from run to run.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -8,7 +15,7 @@ import torch
 
 from .losses import elbo
 
-__all__ = ["synchronize", "training_throughput"]
+__all__ = ["synchronize", "training_step_flops", "training_throughput"]
 
 
 def synchronize(device: torch.device | str) -> None:
@@ -18,6 +25,45 @@ def synchronize(device: torch.device | str) -> None:
         torch.cuda.synchronize(device)
     elif device.type == "mps":
         torch.mps.synchronize()
+
+
+def training_step_flops(model: torch.nn.Module, x: torch.Tensor) -> int:
+    """Floating-point operations of one training step's forward and backward pass on ``x``.
+
+    The step is the one :func:`~vae_tutorial.train.fit` takes: the loss
+    ``−ELBO = −E_q[log p_θ(x|z)] + KL(q_φ(z|x) ‖ p(z))`` averaged over the ``(B, ...)``
+    batch ``x``, then ``backward()``. PyTorch's ``torch.utils.flop_counter.FlopCounterMode``
+    counts the matrix products and convolutions, forward and backward, from their shapes;
+    one multiply-add counts as two operations. Element-wise operations (activations, the
+    loss itself, the optimiser's update) are not counted. For a model whose operations do
+    not depend on the data's values (every model in the book) the count is exact and
+    deterministic: the same on every CPU and GPU, whatever the machine's load. It grows
+    linearly with ``B``; divide by ``B`` for the count per image.
+
+    The model runs once on its own device (``x`` is moved there). Its parameters, its
+    gradients and the global random state are left as they were: the reparameterisation
+    noise comes from a private generator.
+    """
+    from torch.utils.flop_counter import FlopCounterMode  # imported on use: it is large
+
+    params = list(model.parameters())
+    device = params[0].device if params else x.device
+    x = x.to(device)
+    saved_grads = [p.grad for p in params]
+    was_training = model.training
+    model.train()
+    try:
+        for p in params:
+            p.grad = None
+        with FlopCounterMode(display=False) as counter:
+            noise = torch.Generator(device).manual_seed(0)
+            loss = -elbo(model, x, generator=noise).elbo.float().mean()
+            loss.backward()
+    finally:
+        for p, g in zip(params, saved_grads):
+            p.grad = g
+        model.train(was_training)
+    return int(counter.get_total_flops())
 
 
 def training_throughput(model: torch.nn.Module, x: torch.Tensor, *, steps: int = 20, warmup: int = 3,
