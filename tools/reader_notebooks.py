@@ -1,0 +1,847 @@
+"""Sphinx extension: reader notebooks, the chapters as Jupyter and Colab show them best.
+
+The chapters' Markdown is MyST: roles (``{glue:text}``, ``{doc}``, ``{numref}``, ``{eq}``,
+``{cite}``), directives (theorems, exercises, notes, labelled maths) and figure captions kept
+in cell metadata. Jupyter and Colab render plain Markdown, so there the reader sees the
+source, not the book. After the HTML build this extension writes, for every page whose source
+is a notebook (the chapters and Results), a *reader notebook* ``<outdir>/notebooks/<page>.ipynb``
+(``_build/html/notebooks/book/04_reparameterization.ipynb``), published with the site, in
+which the MyST is resolved into plain Markdown:
+
+* glued values are substituted, formatted as in the book, from the executed notebook that
+  myst-nb wrote to ``_build/jupyter_execute`` (a value that is missing there, e.g. in a build
+  with execution off, becomes an em dash and a warning);
+* ``{doc}``, ``{ref}``, ``{numref}``, ``{eq}`` and ``{prf:ref}`` become links to the web book,
+  with the titles and numbers of the Sphinx environment (so "Fig. 4.1" and "(4.2)" are the web
+  book's numbers); citations become author-year links to the bibliography page;
+* theorems, proofs, exercises, solutions and admonitions become a bold title and a
+  blockquote; labelled equations get ``\\tag{4.2}``; ``(label)=`` target lines are dropped;
+* a figure's caption (the code cell's ``mystnb.figure.caption``) follows the figure's cell as
+  a Markdown cell, numbered as in the web book.
+
+Code cells are copied unchanged (source, id and metadata, e.g. the solution cells'
+``cellView: form`` and ``jupyter.source_hidden``), without outputs: the notebooks are for
+running. The chapters' ``.ipynb`` files stay the single source of truth; reader notebooks are
+generated on every build and never edited.
+
+The page's launch buttons (Colab, Binder) and its ".ipynb" download are pointed at the reader
+notebooks: Colab and Binder open notebooks from GitHub only, so CI (.github/workflows/book.yml)
+pushes ``_build/html/notebooks`` to the branch ``reader_notebooks_branch`` (default
+``notebooks``) with the same paths as in the repository, and the buttons' branch is swapped.
+
+Configuration (``sphinx.config``): ``reader_notebooks_base_url`` (the web book's address;
+default from the repository URL, ``https://<org>.github.io/<repo>/``),
+``reader_notebooks_branch`` (``""`` leaves the buttons alone). Only the English edition gets
+reader notebooks (the translations live in the doctrees, not in the notebooks).
+
+Run on an existing build, without Sphinx's build step::
+
+    python tools/reader_notebooks.py _build   # reads _build/.doctrees/environment.pickle
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import json
+import pickle
+import posixpath
+import re
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+
+OUTPUT_DIR = "notebooks"
+MISSING = "—"  # stands in for a glued value the executed notebook does not have
+
+# ---------------------------------------------------------------------------------------------
+# What the converter knows about the web book
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Target:
+    """Where a reference points in the web book: ``docname.html#anchor`` and its link text."""
+
+    docname: str
+    anchor: str = ""
+    text: str = ""
+
+
+@dataclass
+class BookIndex:
+    """Titles, labels and numbers of the web book, taken from the Sphinx environment.
+
+    ``numbers[docname][figtype][node_id]`` is Sphinx's ``env.toc_fignumbers`` (figtypes
+    ``figure``, ``displaymath``, ``exercise``, ``theorem``…); ``labels`` the std domain's
+    labels (``label -> Target`` with the section name or caption); ``equations`` the math
+    domain's (``label -> docname``); ``proofs`` sphinx-proof's (``label -> (docname,
+    realtype, countertype)``); ``exercises`` sphinx-exercise's (``label -> docname``);
+    ``citations`` the bibtex domain's (``key -> (Target, authors, year)``).
+    """
+
+    base_url: str
+    titles: dict = field(default_factory=dict)
+    labels: dict = field(default_factory=dict)
+    numbers: dict = field(default_factory=dict)
+    numfig_format: dict = field(
+        default_factory=lambda: {
+            "figure": "Fig. %s",
+            "table": "Table %s",
+            "code-block": "Listing %s",
+        }
+    )
+    equations: dict = field(default_factory=dict)
+    proofs: dict = field(default_factory=dict)
+    exercises: dict = field(default_factory=dict)
+    citations: dict = field(default_factory=dict)
+
+    def url(self, docname: str, anchor: str = "") -> str:
+        return (
+            self.base_url.rstrip("/")
+            + "/"
+            + docname
+            + ".html"
+            + ("#" + anchor if anchor else "")
+        )
+
+    def number(self, docname: str, figtype: str, node_id: str) -> str:
+        numbers = self.numbers.get(docname, {}).get(figtype, {}).get(node_id)
+        return ".".join(map(str, numbers)) if numbers else ""
+
+    def nth_number(self, docname: str, figtype: str, index: int) -> str:
+        """The number of the ``index``-th (0-based) object of ``figtype`` in ``docname``."""
+        numbers = sorted(self.numbers.get(docname, {}).get(figtype, {}).values())
+        return ".".join(map(str, numbers[index])) if index < len(numbers) else ""
+
+    @classmethod
+    def from_env(cls, env, base_url: str) -> BookIndex:
+        index = cls(base_url=base_url)
+        index.titles = {doc: title.astext() for doc, title in env.titles.items()}
+        index.numbers = {
+            doc: {t: dict(v) for t, v in n.items()}
+            for doc, n in env.toc_fignumbers.items()
+        }
+        index.numfig_format = dict(env.config.numfig_format)
+        # env.domaindata rather than env.get_domain(): it is also there in a pickled environment
+        std = env.domaindata.get("std", {})
+        for label, (docname, labelid, sectname) in std.get("labels", {}).items():
+            index.labels[label] = Target(docname, labelid, sectname)
+        for label, (docname, labelid) in std.get("anonlabels", {}).items():
+            index.labels.setdefault(label, Target(docname, labelid, ""))
+        for label, (docname, _number) in (
+            env.domaindata.get("math", {}).get("objects", {}).items()
+        ):
+            index.equations[label] = docname
+        for label, info in getattr(env, "proof_list", {}).items():
+            index.proofs[label] = (
+                info["docname"],
+                info["realtype"],
+                info["countertype"],
+            )
+        for label, info in getattr(env, "sphinx_exercise_registry", {}).items():
+            if info.get("type") == "exercise":
+                index.exercises[label] = info["docname"]
+        for citation in env.domaindata.get("cite", {}).get("citations", []):
+            if citation.key not in index.citations:
+                authors, year = _author_year(citation.entry)
+                target = Target(citation.bibliography_key.docname, citation.citation_id)
+                index.citations[citation.key] = (target, authors, year)
+        return index
+
+    @staticmethod
+    def equation_id(label: str) -> str:
+        """The anchor of a labelled equation, as sphinx.domains.math makes it."""
+        from docutils.nodes import make_id
+
+        return make_id("equation-" + label)
+
+
+def _plain(text: str) -> str:
+    """A BibTeX name or year without braces and simple LaTeX accents."""
+    text = re.sub(r"\\[`'^\"~=.]\{?(\w)\}?", r"\1", text)
+    return re.sub(r"[{}]", "", text).strip()
+
+
+def _author_year(entry) -> tuple[str, str]:
+    """("Kingma and Welling", "2014"), as sphinxcontrib-bibtex's author_year style shows them."""
+    persons = entry.persons.get("author") or entry.persons.get("editor") or []
+    last = [_plain(" ".join(p.prelast_names + p.last_names)) for p in persons]
+    if not last:
+        authors = _plain(entry.fields.get("title", entry.key))
+    elif len(last) == 1:
+        authors = last[0]
+    elif len(last) == 2:
+        authors = f"{last[0]} and {last[1]}"
+    else:
+        authors = f"{last[0]} et al."
+    return authors, _plain(entry.fields.get("year", ""))
+
+
+# ---------------------------------------------------------------------------------------------
+# The converter
+# ---------------------------------------------------------------------------------------------
+
+# {role}`content`, or an inline code span (left alone: MyST parses no roles inside code)
+_INLINE = re.compile(
+    r"\{(?P<role>[a-zA-Z][\w:.+-]*)\}(?P<tick>`+)(?P<content>.+?)(?P=tick)(?!`)|(?P<code>`+).+?(?P=code)(?!`)",
+    re.DOTALL,
+)
+_FENCE_OPEN = re.compile(
+    r"^(?P<indent> {0,3})(?P<fence>`{3,}|:{3,})\{(?P<name>[\w:.+-]+)\}[ \t]*(?P<arg>.*?)\s*$"
+)
+_CODE_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+_TARGET = re.compile(r"^ {0,3}\(([^()\s]+)\)=\s*$")
+_OPTION = re.compile(r"^:([\w-]+):(?:\s+(.*))?$")
+# $$ ... $$ (label): a labelled equation of MyST's dollarmath
+_DOLLAR_LABEL = re.compile(
+    r"\$\$(?P<body>(?:(?!\$\$).)+?)\$\$[ \t]*\((?P<label>[^()\s]+)\)", re.DOTALL
+)
+_EXPLICIT = re.compile(r"^(?P<text>.*?)\s*<(?P<target>[^<>]+)>$", re.DOTALL)
+
+ADMONITIONS = {
+    "note": "Note",
+    "tip": "Tip",
+    "hint": "Hint",
+    "important": "Important",
+    "warning": "Warning",
+    "caution": "Caution",
+    "attention": "Attention",
+    "danger": "Danger",
+    "error": "Error",
+    "seealso": "See also",
+    "admonition": "",
+}
+
+
+class Converter:
+    """Turns the MyST of one page into plain Markdown (Jupyter's and Colab's).
+
+    ``glue`` maps a glue key to its output (``{"data": {"text/plain": ...}}``). Problems (a
+    missing value, an unknown label, an unknown role) are reported through ``warn`` and
+    leave readable text, never raw MyST.
+    """
+
+    def __init__(
+        self,
+        index: BookIndex,
+        docname: str,
+        glue: dict | None = None,
+        warn: Callable[[str], None] | None = None,
+    ):
+        self.index = index
+        self.docname = docname
+        self.glue = glue or {}
+        self.warn = warn or (lambda message: None)
+        self._counts: dict[
+            str, int
+        ] = {}  # unlabelled numbered objects seen, per figtype
+
+    # -- inline -------------------------------------------------------------------------------
+    def inline(self, text: str) -> str:
+        """Resolve the roles in ``text``; code spans are left as they are."""
+
+        def replace(match: re.Match) -> str:
+            if match.group("code"):
+                return match.group(0)
+            return self.role(match.group("role"), match.group("content"))
+
+        text = _DOLLAR_LABEL.sub(self._labelled_dollarmath, text)
+        return _INLINE.sub(replace, text)
+
+    def role(self, name: str, content: str) -> str:
+        if name in ("glue:text", "glue", "glue:", "glue:any", "glue:md"):
+            return self._glue(name, content)
+        if name == "math":
+            return f"${content}$"
+        if name == "doc":
+            return self._doc(content)
+        if name in (
+            "ref",
+            "numref",
+            "eq",
+            "prf:ref",
+            "std:ref",
+            "std:numref",
+            "math:numref",
+        ):
+            return self._xref(
+                name.split(":")[-1] if name != "prf:ref" else name, content
+            )
+        if name.startswith("cite"):
+            return self._cite(name, content)
+        if name in ("sup", "sub"):
+            return f"<{name}>{content}</{name}>"
+        if name in (
+            "abbr",
+            "term",
+            "kbd",
+            "code",
+            "samp",
+            "file",
+            "command",
+            "program",
+            "dfn",
+        ):
+            text = _EXPLICIT.match(content)
+            return (
+                f"`{text.group('text') if text else content}`"
+                if name != "dfn"
+                else f"*{content}*"
+            )
+        self.warn(f"{self.docname}: unknown role {{{name}}}`{content}`, shown as code")
+        return f"`{content}`"
+
+    def _glue(self, name: str, content: str) -> str:
+        key, spec = content, ""
+        if name == "glue:text":
+            key, _, spec = content.rpartition(":") if ":" in content else ("", "", "")
+            if not key:
+                key, spec = content, "s"
+        output = self.glue.get(key)
+        data = (output or {}).get("data", {})
+        if not data:
+            self.warn(
+                f"{self.docname}: glued value {key!r} not found (is the notebook executed?); "
+                f"shown as {MISSING}"
+            )
+            return MISSING
+        if name != "glue:text" and "text/markdown" in data:
+            value = data["text/markdown"]
+            return value if isinstance(value, str) else "".join(value)
+        if "text/plain" not in data:
+            self.warn(
+                f"{self.docname}: glued value {key!r} has no text/plain; shown as {MISSING}"
+            )
+            return MISSING
+        plain = data["text/plain"]
+        plain = plain if isinstance(plain, str) else "".join(plain)
+        try:
+            return format_plain_text(plain, spec)
+        except Exception as exc:  # noqa: BLE001  (myst-nb reports the same as a warning)
+            self.warn(
+                f"{self.docname}: glued value {key!r} cannot be formatted with {spec!r}: {exc}"
+            )
+            return MISSING
+
+    def _target(self, content: str) -> tuple[str | None, str]:
+        """``"text <target>"`` -> ("text", "target"); ``"target"`` -> (None, "target")."""
+        explicit = _EXPLICIT.match(content)
+        if explicit:
+            return explicit.group("text"), explicit.group("target").strip()
+        return None, content.strip()
+
+    def _doc(self, content: str) -> str:
+        text, target = self._target(content)
+        target = re.sub(r"\.(ipynb|md|rst)$", "", target)
+        docname = (
+            target.lstrip("/")
+            if target.startswith("/")
+            else posixpath.normpath(
+                posixpath.join(posixpath.dirname(self.docname), target)
+            )
+        )
+        if docname not in self.index.titles:
+            self.warn(f"{self.docname}: unknown document {target!r}")
+            return text or target
+        return f"[{text or self.index.titles[docname]}]({self.index.url(docname)})"
+
+    def _xref(self, kind: str, content: str) -> str:
+        text, label = self._target(content)
+        if kind == "eq":
+            docname = self.index.equations.get(label)
+            if docname is None:
+                self.warn(f"{self.docname}: unknown equation {label!r}")
+                return f"({label})"
+            node_id = self.index.equation_id(label)
+            number = self.index.number(docname, "displaymath", node_id)
+            return f"[{text or '(' + number + ')'}]({self.index.url(docname, node_id)})"
+        if kind == "prf:ref":
+            if label not in self.index.proofs:
+                self.warn(f"{self.docname}: unknown proof label {label!r}")
+                return text or label
+            docname, realtype, countertype = self.index.proofs[label]
+            number = self.index.number(docname, countertype, label)
+            return f"[{text or (realtype.title() + ' ' + number).strip()}]({self.index.url(docname, label)})"
+        if (
+            label in self.index.exercises and not text
+        ):  # {ref}`ch02-ex3` shows "Exercise 2.3"
+            docname = self.index.exercises[label]
+            number = self.index.number(docname, "exercise", label)
+            fmt = self.index.numfig_format.get("exercise", "Exercise %s")
+            return f"[{fmt % number}]({self.index.url(docname, label)})"
+        target = self.index.labels.get(label.lower())
+        if target is None:
+            self.warn(f"{self.docname}: unknown label {label!r}")
+            return text or label
+        if kind == "numref":
+            figtype, number = self._figtype_number(target)
+            fmt = text if text else self.index.numfig_format.get(figtype, "%s")
+            shown = (
+                fmt.replace("%s", number)
+                .replace("{number}", number)
+                .replace("{name}", target.text)
+            )
+        else:
+            shown = text or target.text or label
+        return f"[{shown}]({self.index.url(target.docname, target.anchor)})"
+
+    def _figtype_number(self, target: Target) -> tuple[str, str]:
+        for figtype, ids in self.index.numbers.get(target.docname, {}).items():
+            if target.anchor in ids:
+                return figtype, ".".join(map(str, ids[target.anchor]))
+        self.warn(f"{self.docname}: {target.anchor!r} has no number")
+        return "figure", "?"
+
+    def _cite(self, name: str, content: str) -> str:
+        textual = name in ("cite:t", "cite:ts", "cite:ct", "cite:cts")
+        links = []
+        for key in [k.strip() for k in content.split(",") if k.strip()]:
+            key = re.sub(r"^\{[^{}]*\}|\{[^{}]*\}$", "", key).strip()  # {pre}key{post}
+            if key not in self.index.citations:
+                self.warn(f"{self.docname}: unknown citation {key!r}")
+                links.append(key)
+                continue
+            target, authors, year = self.index.citations[key]
+            url = self.index.url(target.docname, target.anchor)
+            links.append(
+                f"{authors} [{year}]({url})"
+                if textual
+                else f"[{authors}, {year}]({url})"
+            )
+        return ", ".join(links) if textual else "[" + ", ".join(links) + "]"
+
+    def _labelled_dollarmath(self, match: re.Match) -> str:
+        label = match.group("label")
+        number = self._equation_number(label)
+        body = match.group("body").strip("\n")
+        return (
+            "$$\n" + body + f"\n\\tag{{{number}}}\n$$"
+            if number
+            else "$$\n" + body + "\n$$"
+        )
+
+    def _equation_number(self, label: str) -> str:
+        docname = self.index.equations.get(label, self.docname)
+        number = self.index.number(
+            docname, "displaymath", self.index.equation_id(label)
+        )
+        if not number:
+            self.warn(f"{self.docname}: equation {label!r} has no number")
+        return number
+
+    def _numbered(self, figtype: str, label: str | None) -> str:
+        """The number of a numbered object: by its label, else by its order in the page."""
+        nth = self._counts.get(figtype, 0)
+        self._counts[figtype] = nth + 1
+        number = self.index.number(self.docname, figtype, label) if label else ""
+        return number or self.index.nth_number(self.docname, figtype, nth)
+
+    # -- blocks -------------------------------------------------------------------------------
+    def markdown(self, text: str) -> str:
+        """Convert one Markdown cell (or a directive's body)."""
+        lines = text.split("\n")
+        out: list[str] = []
+        i = 0
+        prose: list[str] = []
+
+        def flush():
+            if prose:
+                out.append(self.inline("\n".join(prose)))
+                prose.clear()
+
+        while i < len(lines):
+            line = lines[i]
+            if _TARGET.match(line):
+                i += 1
+                continue
+            opening = _FENCE_OPEN.match(line)
+            code = _CODE_FENCE.match(line) if not opening else None
+            if opening or code:
+                flush()
+                fence = opening.group("fence") if opening else code.group(1)
+                j = i + 1
+                closing = re.compile(
+                    r"^ {0,3}" + re.escape(fence[0]) + "{" + str(len(fence)) + r",}\s*$"
+                )
+                while j < len(lines) and not closing.match(lines[j]):
+                    j += 1
+                if opening:
+                    out.append(
+                        self.directive(
+                            opening.group("name"),
+                            opening.group("arg"),
+                            lines[i + 1 : j],
+                        )
+                    )
+                else:
+                    out.extend(lines[i : j + 1])  # a plain code block: unchanged
+                i = j + 1
+                continue
+            prose.append(line)
+            i += 1
+        flush()
+        return re.sub(r"\n{3,}", "\n\n", "\n".join(out)).strip("\n")
+
+    def directive(self, name: str, arg: str, body: list[str]) -> str:
+        options, body = _options(body)
+        label = options.get("label") or options.get("name")
+        content = "\n".join(body).strip("\n")
+        if name == "math":
+            number = self._equation_number(label) if label else ""
+            tag = f"\n\\tag{{{number}}}" if number else ""
+            return "$$\n" + content + tag + "\n$$"
+        if name.startswith("prf:"):
+            kind = name[4:]
+            if kind == "proof":
+                title = "**Proof.**" + (f" ({self.inline(arg)})" if arg else "")
+                return _quote(title + "\n\n" + self.markdown(content) + "\n\n∎")
+            countertype = (
+                self.index.proofs.get(label, (None, None, kind))[2] if label else kind
+            )
+            number = "" if "nonumber" in options else self._numbered(countertype, label)
+            title = f"**{kind.title()}{' ' + number if number else ''}**"
+            if label and self.docname:
+                title = f"[{title}]({self.index.url(self.docname, label)})"
+            if arg:
+                title += f" ({self.inline(arg)})"
+            return _quote(title + "\n\n" + self.markdown(content))
+        if name in ("exercise", "exercise-start"):
+            number = "" if "nonumber" in options else self._numbered("exercise", label)
+            title = f"**Exercise{' ' + number if number else ''}**" + (
+                f" ({self.inline(arg)})" if arg else ""
+            )
+            return (
+                _quote(title + "\n\n" + self.markdown(content))
+                if name == "exercise"
+                else title
+            )
+        if name in ("solution", "solution-start"):
+            exercise = arg.strip()
+            docname = self.index.exercises.get(exercise, self.docname)
+            number = self.index.number(docname, "exercise", exercise)
+            title = f"**Solution to Exercise {number}**" if number else "**Solution**"
+            return (
+                _quote(title + "\n\n" + self.markdown(content))
+                if name == "solution"
+                else title
+            )
+        if name in ("solution-end", "exercise-end"):
+            return ""
+        if name in ADMONITIONS or name == "dropdown":
+            title = self.inline(arg) if arg else ADMONITIONS.get(name, "")
+            head = f"**{title}**\n\n" if title else ""
+            return _quote(head + self.markdown(content))
+        if name in (
+            "epigraph",
+            "pull-quote",
+            "highlights",
+            "margin",
+            "sidebar",
+            "div",
+            "container",
+        ):
+            return (
+                _quote(self.markdown(content))
+                if name != "div"
+                else self.markdown(content)
+            )
+        if name in ("code-block", "code", "sourcecode", "code-cell"):
+            return f"```{arg}\n{content}\n```"
+        self.warn(
+            f"{self.docname}: directive {{{name}}} has no Markdown form; its body is kept"
+        )
+        return self.markdown(content)
+
+    def caption(self, figure: dict) -> str:
+        """The Markdown of a figure's caption (``mystnb.figure`` metadata of a code cell)."""
+        name = figure.get("name")
+        number = self._numbered("figure", name if name else None)
+        if (
+            name and name in self.index.labels
+        ):  # the number belongs to the figure's node id
+            target = self.index.labels[name]
+            number = (
+                self.index.number(target.docname, "figure", target.anchor) or number
+            )
+        if not number:
+            self.warn(
+                f"{self.docname}: figure {name or ''!r} has no number (no image output?)"
+            )
+        fmt = self.index.numfig_format.get("figure", "Fig. %s")
+        head = f"**{fmt % number}**" if number else ""
+        text = self.markdown(str(figure.get("caption", "")))
+        return (head + " " + text).strip()
+
+
+def format_plain_text(text: str, spec: str) -> str:
+    """A glued text/plain value formatted by ``spec``, exactly as myst-nb's ``{glue:text}``."""
+    try:
+        from myst_nb.core.variables import format_plain_text as myst_format
+    except ImportError:  # the same rules, for a machine without myst-nb
+        try:
+            value = ast.literal_eval(text)
+        except (SyntaxError, ValueError):
+            value = text
+        if spec == "":
+            return str(value)
+        kind = spec[-1]
+        if kind == "s":
+            value = str(value)
+        elif kind in "bcdoxX":
+            value = int(value)
+        elif kind in "eEfFgGn%":
+            value = float(value)
+        return format(value, spec)
+    return myst_format(text, spec)
+
+
+def _options(body: list[str]) -> tuple[dict, list[str]]:
+    """Split a directive's ``:key: value`` lines (or a ``---`` YAML block) from its body."""
+    options: dict = {}
+    if body and body[0].strip() == "---":
+        end = next((k for k in range(1, len(body)) if body[k].strip() == "---"), None)
+        if end is not None:
+            for line in body[1:end]:
+                key, _, value = line.partition(":")
+                if key.strip():
+                    options[key.strip()] = value.strip()
+            return options, body[end + 1 :]
+    k = 0
+    while k < len(body):
+        option = _OPTION.match(body[k])
+        if not option:
+            break
+        options[option.group(1)] = (option.group(2) or "").strip()
+        k += 1
+    return options, body[k:]
+
+
+def _quote(markdown: str) -> str:
+    """A Markdown blockquote. Display maths goes on one line: Jupyter's and Colab's renderers
+    take maths out before parsing the Markdown, and would see the "> " of every line in it."""
+    markdown = re.sub(
+        r"\$\$(.+?)\$\$",
+        lambda m: (
+            "$$"
+            + " ".join(s.strip() for s in m.group(1).split("\n") if s.strip())
+            + "$$"
+        ),
+        markdown,
+        flags=re.DOTALL,
+    )
+    return "\n".join(
+        "> " + line if line.strip() else ">"
+        for line in markdown.strip("\n").split("\n")
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Notebooks
+# ---------------------------------------------------------------------------------------------
+
+
+def read_glue(executed: Path) -> dict:
+    """Glued outputs of an executed notebook: myst-nb's ``.glue.json``, else its outputs."""
+    glue_json = executed.with_name(executed.stem + ".glue.json")
+    if glue_json.exists():
+        return json.loads(glue_json.read_text(encoding="utf-8"))
+    if not executed.exists():
+        return {}
+    glue = {}
+    for cell in nbformat.read(executed, as_version=4).cells:
+        for output in cell.get("outputs", []):
+            scrapbook = output.get("metadata", {}).get("scrapbook")
+            if scrapbook:
+                prefix = len(scrapbook.get("mime_prefix", ""))
+                glue[scrapbook["name"]] = {
+                    "data": {k[prefix:]: v for k, v in output.get("data", {}).items()}
+                }
+    return glue
+
+
+def convert_notebook(
+    source: nbformat.NotebookNode, converter: Converter
+) -> nbformat.NotebookNode:
+    """The reader notebook of ``source``: Markdown resolved, code cells unchanged, no outputs."""
+    nb = copy.deepcopy(source)
+    cells = []
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            cell.source = converter.markdown(cell.source)
+            if cell.source.strip():
+                cells.append(cell)
+            continue
+        if cell.cell_type == "code":
+            cell.outputs = []
+            cell.execution_count = None
+        cells.append(cell)
+        figure = cell.get("metadata", {}).get("mystnb", {}).get("figure")
+        if (
+            cell.cell_type == "code"
+            and figure
+            and (figure.get("caption") or figure.get("name"))
+        ):
+            caption = nbformat.v4.new_markdown_cell(converter.caption(figure))
+            caption.id = _caption_id(cell.get("id"), len(cells))
+            caption.metadata["reader_notebook"] = {"caption_of": cell.get("id")}
+            cells.append(caption)
+    nb.cells = cells
+    nb.metadata["reader_notebook"] = {
+        "source": converter.docname,
+        "url": converter.index.url(converter.docname),
+        "note": "Generated by tools/reader_notebooks.py from the book's source; edit the source.",
+    }
+    return nb
+
+
+def _caption_id(code_id: str | None, position: int) -> str:
+    base = (code_id or f"cell-{position}")[:54]
+    return f"{base}-caption"
+
+
+def write_reader_notebooks(
+    index: BookIndex,
+    srcdir: Path,
+    docnames: list[str],
+    executed_dir: Path,
+    outdir: Path,
+    warn: Callable[[str], None],
+) -> list[Path]:
+    """Write ``outdir/<docname>.ipynb`` for every docname; returns the paths written."""
+    written = []
+    for docname in docnames:
+        source = nbformat.read(srcdir / f"{docname}.ipynb", as_version=4)
+        glue = read_glue(executed_dir / f"{docname}.ipynb")
+        nb = convert_notebook(source, Converter(index, docname, glue, warn))
+        path = outdir / f"{docname}.ipynb"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        nbformat.write(nb, path)
+        written.append(path)
+    return written
+
+
+# ---------------------------------------------------------------------------------------------
+# Sphinx
+# ---------------------------------------------------------------------------------------------
+
+
+def _base_url(app) -> str:
+    url = app.config.reader_notebooks_base_url or app.config.html_baseurl
+    if url:
+        return url
+    repo = (app.config.html_theme_options or {}).get("repository_url", "")
+    match = re.match(r"https://github\.com/([^/]+)/([^/]+?)/?$", repo)
+    return (
+        f"https://{match.group(1).lower()}.github.io/{match.group(2)}/"
+        if match
+        else "./"
+    )
+
+
+def _notebook_docs(app) -> list[str]:
+    env = app.env
+    return sorted(d for d in env.found_docs if str(env.doc2path(d)).endswith(".ipynb"))
+
+
+def _english(app) -> bool:
+    return (app.config.language or "en").split("_")[0].split("-")[0] == "en"
+
+
+def build_finished(app, exception) -> None:
+    if exception is not None or app.builder.format != "html" or not _english(app):
+        return
+    from sphinx.util import logging
+
+    logger = logging.getLogger(__name__)
+    index = BookIndex.from_env(app.env, _base_url(app))
+    written = write_reader_notebooks(
+        index,
+        Path(app.srcdir),
+        _notebook_docs(app),
+        Path(app.outdir).parent / "jupyter_execute",
+        Path(app.outdir) / OUTPUT_DIR,
+        lambda message: logger.warning(message, type="reader_notebooks"),
+    )
+    logger.info(
+        f"reader notebooks: {len(written)} written to {Path(app.outdir) / OUTPUT_DIR}"
+    )
+
+
+def _retarget(buttons: list, swap: Callable[[dict], None]) -> None:
+    for button in buttons:
+        if isinstance(button, dict):
+            swap(button)
+            _retarget(button.get("buttons", []) or button.get("items", []), swap)
+
+
+def point_buttons_at_reader_notebooks(
+    app, pagename, templatename, context, doctree
+) -> None:
+    """Colab, Binder and the ".ipynb" download of a notebook page open its reader notebook.
+
+    sphinx-book-theme builds the launch links from the repository and branch
+    (``…/blob/<branch>/<page>.ipynb``); here the branch becomes ``reader_notebooks_branch``,
+    where CI publishes ``_build/html/notebooks`` with the repository's paths.
+    """
+    branch = app.config.reader_notebooks_branch
+    if not branch or not _english(app) or pagename not in app.env.found_docs:
+        return
+    if not str(app.env.doc2path(pagename)).endswith(".ipynb"):
+        return
+    source_branch = (app.config.html_theme_options or {}).get(
+        "repository_branch", "main"
+    ) or "main"
+    reader = f"{context['pathto'](OUTPUT_DIR, 1)}/{pagename}.ipynb"
+
+    def swap(button: dict) -> None:
+        url = button.get("url", "")
+        if "colab" in url:
+            button["url"] = url.replace(f"/blob/{source_branch}/", f"/blob/{branch}/")
+        elif "/v2/gh/" in url or "/v2/git/" in url:
+            button["url"] = re.sub(
+                rf"/{re.escape(source_branch)}(\?|$)", rf"/{branch}\1", url, count=1
+            )
+        elif button.get("label") == "download-source-button" and url.endswith(".ipynb"):
+            button["url"] = reader
+            button["tooltip"] = "Download the notebook (for Jupyter)"
+
+    _retarget(context.get("header_buttons", []), swap)
+
+
+def setup(app):
+    app.add_config_value("reader_notebooks_base_url", "", "html")
+    app.add_config_value("reader_notebooks_branch", "notebooks", "html")
+    app.connect("build-finished", build_finished)
+    app.connect("html-page-context", point_buttons_at_reader_notebooks, priority=600)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
+
+
+def main(argv: list[str]) -> int:
+    """``python tools/reader_notebooks.py BUILD_DIR [BASE_URL]``: (re)write the reader notebooks
+    of an existing build from its saved environment, without building again."""
+    build = Path(argv[0] if argv else "_build")
+    with open(build / ".doctrees" / "environment.pickle", "rb") as f:
+        env = pickle.load(f)
+    base = argv[1] if len(argv) > 1 else "https://vae-tutorial.github.io/vae-tutorial/"
+    warnings: list[str] = []
+    docs = sorted(d for d in env.found_docs if str(env.doc2path(d)).endswith(".ipynb"))
+    written = write_reader_notebooks(
+        BookIndex.from_env(env, base),
+        Path(env.srcdir),
+        docs,
+        build / "jupyter_execute",
+        build / "html" / OUTPUT_DIR,
+        warnings.append,
+    )
+    for message in sorted(set(warnings)):
+        print("warning:", message, file=sys.stderr)
+    print(f"{len(written)} reader notebooks in {build / 'html' / OUTPUT_DIR}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
