@@ -345,11 +345,158 @@ def test_zh_search_index_finds_reparameterisation_in_chapter_4():
     assert chapter in pages("terms") | pages("titleterms")
 
 
+# ---------------------------------------------------------------- display maths, as built
+
+def _ws(text: str) -> str:
+    return " ".join(text.split())
+
+
+def built_maths_and_text(html: str) -> tuple[list[tuple[str, str, str]], str]:
+    r"""A built page's display equations, as (anchor, number, TeX) in page order, and its text
+    outside maths, code and scripts. The TeX is what MathJax typesets (``\[…\]`` included);
+    an amsmath environment's anchor is a random uuid, so it is left out."""
+    bs4 = pytest.importorskip("bs4")
+    soup = bs4.BeautifulSoup(html, "html.parser")
+    body = soup.body or soup
+    maths = []
+    for div in body.find_all("div", class_="math"):
+        number = ""
+        for eqno in div.find_all("span", class_="eqno"):
+            number = _ws(eqno.get_text()).rstrip("¶").strip()
+            eqno.decompose()
+        anchor = div.get("id", "")
+        if re.fullmatch(r"equation-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", anchor):
+            anchor = "equation-<uuid>"
+        maths.append((anchor, number, _ws(div.get_text())))
+    for tag in body.find_all(["script", "style", "pre", "code"]) + body.find_all(class_="math"):
+        if not tag.decomposed:
+            tag.decompose()
+    return maths, body.get_text(" ")
+
+
+def _translated(tex: str, msgid: str, msgstr: str) -> str | None:
+    r"""``tex``, an English equation as built, with the message ``msgid`` translated; None if
+    the equation is not that message. (Sphinx shows a message's blank-line-separated parts
+    one by one, each wrapped in ``\begin{split}`` if it has ``\\``.)"""
+    ids = [_ws(part) for part in msgid.split("\n\n") if part.strip()]
+    strs = [_ws(part) for part in msgstr.split("\n\n") if part.strip()]
+    if not ids or len(ids) != len(strs) or not all(part in tex for part in ids):
+        return None
+    for english, chinese in zip(ids, strs):
+        tex = tex.replace(english, chinese)
+    return tex
+
+
+def display_maths_problems(translated_html: str, english_html: str,
+                           translations: list[tuple[str, str]]) -> list[str]:
+    r"""What is wrong with a translated page's display maths, given the English page and the
+    page's catalog (msgid, msgstr): the same equations (count, order, anchors, numbers), each
+    one's TeX the English one or its translation, and no "::", "$$" or "\[" outside maths
+    and code (a formula that was lost or never typeset)."""
+    zh, text = built_maths_and_text(translated_html)
+    en, _ = built_maths_and_text(english_html)
+    problems = []
+    if len(zh) != len(en):
+        problems.append(f"{len(zh)} display equations, the English page has {len(en)}")
+    for i, ((zh_anchor, zh_number, zh_tex), (en_anchor, en_number, en_tex)) in enumerate(zip(zh, en), 1):
+        if (zh_anchor, zh_number) != (en_anchor, en_number):
+            problems.append(f"equation {i}: {zh_anchor!r} {zh_number!r}, in English {en_anchor!r} {en_number!r}")
+        if zh_tex != en_tex and zh_tex not in {_translated(en_tex, a, b) for a, b in translations}:
+            problems.append(f"equation {i} {zh_number}: {zh_tex[:80]!r} is neither the English "
+                            f"{en_tex[:80]!r} nor its translation")
+    for stray in ("::", "$$", "\\["):
+        found = [m.start() for m in re.finditer(re.escape(stray), text)]
+        if found:
+            context = _ws(text[max(0, found[0] - 40):found[0] + 40])
+            problems.append(f"{len(found)}× {stray!r} outside maths and code, e.g. {context!r}")
+    return problems
+
+
+def test_display_maths_problems_are_found():
+    """The check of the built pages fails on what K01 did (a formula rendered as "::"), on a
+    lost or unnumbered equation and on maths that was never typeset."""
+    def page(*bodies):
+        return "<html><body>" + "".join(bodies) + "</body></html>"
+
+    def eq(tex, label="", number=""):
+        eqno = f'<span class="eqno">({number})<a class="headerlink" href="#x">¶</a></span>' if number else ""
+        anchor = f' id="equation-{label}"' if label else ""
+        return f'<div class="math notranslate nohighlight"{anchor}>{eqno}\\[{tex}\\]</div>'
+
+    english = page(eq("\\text{bits/dim} = b"), eq("a_{\\text{prior}}", "p", "1"), "<p>Text <code>x[::2]</code></p>")
+    catalog = [("\\text{bits/dim} = b", "\\text{比特/维} = b"), ("a_{\\text{prior}}", "a_{\\text{先验}}")]
+    assert display_maths_problems(english, english, catalog) == []
+    good = page(eq("\\text{比特/维} = b"), eq("a_{\\text{先验}}", "p", "1"), "<p>文本</p>")
+    assert display_maths_problems(good, english, catalog) == []
+    broken = page(eq("::"), eq("::", "p", "1"))
+    assert len(display_maths_problems(broken, english, catalog)) == 2
+    assert display_maths_problems(page(eq("\\text{比特/维} = b")), english, catalog)  # one lost
+    assert display_maths_problems(page(eq("\\text{比特/维} = b"), eq("a_{\\text{先验}}")), english, catalog)
+    assert display_maths_problems(page(eq("\\text{比特/维} = x"), eq("a_{\\text{先验}}", "p", "1")),
+                                  english, catalog)  # a translation that is not the catalog's
+    raw = page(eq("\\text{比特/维} = b"), eq("a_{\\text{先验}}", "p", "1"), "<p>::</p><p>$$a$$ \\[b\\]</p>")
+    assert len(display_maths_problems(raw, english, catalog)) == 3
+
+
+def _catalog_translations(page: str) -> list[tuple[str, str]]:
+    path = MESSAGES / f"{page}.po"
+    if not path.is_file():
+        return []
+    return [(e.msgid, e.msgstr) for e in _entries(path) if e.msgstr and "fuzzy" not in e.flags]
+
+
+def test_built_chinese_pages_keep_their_display_maths():
+    r"""Each built Chinese page has its English twin's display equations (count, anchors,
+    numbers), each one's TeX is the English or its catalog translation, and no "::", "$$" or
+    "\[" is left outside maths and code (review K01: nine translated equations were "::")."""
+    html = ROOT / "_build" / "html"
+    pages = [_catalog_id(p) for p in CATALOGS]
+    built = [page for page in pages if (html / LANGUAGE.split("_")[0] / f"{page}.html").is_file()
+             and (html / f"{page}.html").is_file()]
+    if not built:
+        if REQUIRE:
+            pytest.fail(f"no Chinese and English pages in {html}: run python tools/build_books.py")
+        pytest.skip("no build of both editions (python tools/build_books.py)")
+    if REQUIRE:
+        assert built == pages, f"not built in both editions: {sorted(set(pages) - set(built))}"
+    problems = []
+    for page in built:
+        zh = (html / "zh" / f"{page}.html").read_text(encoding="utf-8")
+        en = (html / f"{page}.html").read_text(encoding="utf-8")
+        problems += [f"{page}: {p}" for p in display_maths_problems(zh, en, _catalog_translations(page))]
+    assert not problems, "\n".join(problems[:20])
+
+
 # ---------------------------------------------------------------- a translated build, small
+
+# the ways the chapters write display maths: $$…$$ with and without a label, the {math}
+# directive, an amsmath environment (myst's amsmath extension); the first four with
+# translated \text{} labels, as in chapters 3, 6, 7, 8, 12, 14 and 16, the last one unchanged
+DISPLAY_MATHS = [
+    "$$\n\\text{bits/dim} = \\frac{-\\log p_\\theta(x)}{D\\,\\ln 2}.\n$$",
+    ("$$\n\\begin{aligned}\n-\\mathrm{ELBO}(x) ={}& \\underbrace{a}_{\\text{prior}}\\\\\n"
+     " &+ \\underbrace{b}_{\\text{diffusion}}\n\\end{aligned}\n$$ (eq-elbo)"),
+    "```{math}\n:label: eq-rate\n\n\\text{rate} = R\n```",
+    "\\begin{align}\n\\text{gap} &= c\n\\end{align}",
+    "$$\nx + 1 = y\n$$",
+]
+# msgid (as Sphinx extracts it) -> msgstr
+DISPLAY_MATHS_ZH = {
+    "\n\\text{bits/dim} = \\frac{-\\log p_\\theta(x)}{D\\,\\ln 2}.\n":
+        "\n\\text{比特/维} = \\frac{-\\log p_\\theta(x)}{D\\,\\ln 2}.\n",
+    "\n\\begin{aligned}\n-\\mathrm{ELBO}(x) ={}& \\underbrace{a}_{\\text{prior}}\\\\\n"
+    " &+ \\underbrace{b}_{\\text{diffusion}}\n\\end{aligned}\n":
+        "\n\\begin{aligned}\n-\\mathrm{ELBO}(x) ={}& \\underbrace{a}_{\\text{先验}}\\\\\n"
+        " &+ \\underbrace{b}_{\\text{扩散}}\n\\end{aligned}\n",
+    "\\text{rate} = R": "\\text{码率} = R",
+    "\\begin{align}\n\\text{gap} &= c\n\\end{align}": "\\begin{align}\n\\text{差距} &= c\n\\end{align}",
+    "\nx + 1 = y\n": "\nx + 1 = y\n",  # nothing to translate: msgstr = msgid
+}
+
 
 def _tiny_book(root: Path) -> None:
     """One notebook with stored outputs (a glued number, a printed table, a captioned
-    figure), and its zh_CN catalog with one message left untranslated."""
+    figure) and display maths, and its zh_CN catalog with one message left untranslated."""
     import nbformat
 
     glue = nbformat.v4.new_output("display_data", metadata={"scrapbook": {
@@ -369,6 +516,7 @@ def _tiny_book(root: Path) -> None:
         nbformat.v4.new_code_cell("plot()", outputs=[figure], metadata={"mystnb": {"figure": {
             "name": "fig-line", "caption": "A line that rises."}, "image": {"alt": "A rising line"}}}),
         nbformat.v4.new_markdown_cell("Left in English."),
+        nbformat.v4.new_markdown_cell("\n\n".join(DISPLAY_MATHS) + "\n\nSee {eq}`eq-elbo`."),
     ]
     nbformat.write(nb, root / "page.ipynb")
     (root / "index.md").write_text("# Home\n\n```{toctree}\npage\n```\n", encoding="utf-8")
@@ -376,23 +524,32 @@ def _tiny_book(root: Path) -> None:
     po.metadata = {"Content-Type": "text/plain; charset=UTF-8", "Language": LANGUAGE}
     for msgid, msgstr in [("The trick", "技巧"), ("A line that rises.", "一条上升的直线。"),
                           ("The value is {glue:text}`x:.2f` nats ({glue:text}`x` unformatted).",
-                           "其值为 {glue:text}`x:.2f` nats（未格式化：{glue:text}`x`）。")]:
+                           "其值为 {glue:text}`x:.2f` nats（未格式化：{glue:text}`x`）。"),
+                          ("See {eq}`eq-elbo`.", "见 {eq}`eq-elbo`。"),
+                          *DISPLAY_MATHS_ZH.items()]:
         po.append(polib.POEntry(msgid=msgid, msgstr=msgstr))
     (root / "locales" / LANGUAGE / "LC_MESSAGES").mkdir(parents=True)
     po.save(str(root / "locales" / LANGUAGE / "LC_MESSAGES" / "page.po"))
 
 
 def _sphinx(root: Path, builder: str, language: str, warnings) -> Path:
+    from sphinx import locale
     from sphinx.application import Sphinx
     from sphinx.util.docutils import docutils_namespace
 
-    out = root / "_build" / builder
+    # (an English HTML build beside the translated one: html-en)
+    out = root / "_build" / (f"{builder}-en" if language == "en" and builder != "gettext" else builder)
     overrides = {"extensions": ["myst_nb", "nb_i18n"], "nb_execution_mode": "off",
                  "language": language, "locale_dirs": ["locales/"], "gettext_compact": False,
-                 "exclude_patterns": ["_build"], "myst_enable_extensions": ["dollarmath"],
+                 "exclude_patterns": ["_build"], "myst_enable_extensions": ["dollarmath", "amsmath"],
+                 "myst_dmath_double_inline": True,  # as the book's _config.yml
                  "html_search_language": "en"}  # (jieba's dictionary takes seconds to load)
+    # Sphinx caches each page's catalog per process (sphinx.locale.translators), and its
+    # Locale transform uses it whatever the build's language: an English build after a
+    # Chinese one in the same process would be translated
+    locale.translators.clear()
     with docutils_namespace():
-        app = Sphinx(str(root), None, str(out), str(root / "_build" / f".doctrees-{builder}"), builder,
+        app = Sphinx(str(root), None, str(out), str(root / "_build" / f".doctrees-{out.name}"), builder,
                      confoverrides=overrides, status=None, warning=warnings, freshenv=True)
         app.build()
     return out
@@ -409,7 +566,7 @@ def test_a_translated_notebook_page(tmp_path):
     pot = _sphinx(tmp_path, "gettext", "en", warnings) / "page.pot"
     msgids = {e.msgid for e in polib.pofile(str(pot))}
     assert msgids == {"The trick", "The value is {glue:text}`x:.2f` nats ({glue:text}`x` unformatted).", "A line that rises.",
-                      "Left in English."}
+                      "Left in English.", "See {eq}`eq-elbo`.", *DISPLAY_MATHS_ZH}
     warnings = io.StringIO()
     html = (_sphinx(tmp_path, "html", LANGUAGE, warnings) / "page.html").read_text(encoding="utf-8")
     assert "其值为 <span class=\"pasted-text\">3.14</span> nats" in html
@@ -433,3 +590,31 @@ def test_generated_labels_are_chinese_only():
 
     assert nb_i18n.is_generated_label("练习 1.1") and nb_i18n.is_generated_label("解答")
     assert not nb_i18n.is_generated_label("8") and not nb_i18n.is_generated_label("0.5")
+
+
+def test_translated_display_maths(tmp_path):
+    r"""Display maths with translated \text{} labels comes out as the translated formula, with
+    its label and number ($$…$$, $$…$$ (label), {math}, an amsmath environment): Sphinx's own
+    Locale transform made each of them "::" under MyST (review K01)."""
+    import io
+
+    pytest.importorskip("myst_nb")
+    _tiny_book(tmp_path)
+    english = (_sphinx(tmp_path, "html", "en", io.StringIO()) / "page.html").read_text(encoding="utf-8")
+    warnings = io.StringIO()
+    html = (_sphinx(tmp_path, "html", LANGUAGE, warnings) / "page.html").read_text(encoding="utf-8")
+    maths, _ = built_maths_and_text(html)
+    english_maths, _ = built_maths_and_text(english)
+    assert len(maths) == len(english_maths) == len(DISPLAY_MATHS)
+    translated = [_ws(msgstr) for msgstr in DISPLAY_MATHS_ZH.values()]
+    for (anchor, number, tex), msgstr in zip(maths, translated):
+        assert msgstr in tex and "::" not in tex, (tex, msgstr)
+    assert [m[:2] for m in maths] == [("", ""), ("equation-eq-elbo", "(1)"), ("equation-eq-rate", "(2)"),
+                                      ("equation-<uuid>", "(3)"), ("", "")]
+    assert '<a class="reference internal" href="#equation-eq-elbo">(1)</a>。' in html  # 见 {eq}
+    assert "::" not in html
+    assert display_maths_problems(html, english, list(DISPLAY_MATHS_ZH.items())) == []
+    # the equations are messages of the page, recorded and translated like the others
+    assert warnings.getvalue().count("untranslated message (page.po)") == 1, warnings.getvalue()
+    recorded = json.loads((tmp_path / "_build" / "i18n-messages.json").read_text(encoding="utf-8"))
+    assert set(DISPLAY_MATHS_ZH) <= set(recorded["messages"]["page"])

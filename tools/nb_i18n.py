@@ -1,4 +1,4 @@
-"""Sphinx extension: what the translated editions translate, and checks that they do.
+r"""Sphinx extension: what the translated editions translate, and checks that they do.
 
 The Chinese edition is the same sources built with ``language: zh_CN``; Sphinx replaces each
 prose message by its translation from ``locales/<lang>/LC_MESSAGES/<docname>.po``
@@ -26,6 +26,14 @@ page is a message, in both the gettext extraction and the translated build:
   Chinese build under ``-W`` fails when English prose changed without its translation. The
   looked-up messages are written to ``<outdir>/../i18n-messages.json`` ({docname: [msgid]}),
   which ``tests/test_i18n.py`` compares with the committed catalogs.
+* **Display maths is translated as it is.** A translated display equation (only its
+  ``\text{}`` labels differ) is a literal-type message (``math_block``, like a code block).
+  Sphinx's Locale transform re-parses such a translation as reStructuredText literal-block
+  notation, ``'::\n\n' + indent(msgstr)``, with the page's own parser; MyST reads that as a
+  paragraph "::", whose text then replaces the formula, so the equation rendered as
+  ``\[::\]``. Here the translation replaces the node's text directly before Locale runs
+  (label, number and environment unchanged), and the node is marked translated, so Locale
+  leaves it alone. Untranslated display maths (msgstr == msgid) is unaffected either way.
 * **The page's language.** Sphinx writes ``<html lang="zh_CN">``; HTML wants a BCP 47 tag,
   ``zh-CN``. A tag ``language_<lang>`` (e.g. ``language_zh_CN``) is set for ``{only}``
   blocks that one edition alone shows.
@@ -44,7 +52,7 @@ from sphinx.locale import init as init_locale
 from sphinx.transforms import SphinxTransform
 from sphinx.util import logging
 from sphinx.util.i18n import docname_to_domain
-from sphinx.util.nodes import extract_messages
+from sphinx.util.nodes import LITERAL_TYPE_NODES, extract_messages
 
 logger = logging.getLogger(__name__)
 
@@ -138,8 +146,24 @@ def _check(transform, node, msgid: str, translations: dict[str, str]) -> str | N
     return msgstr
 
 
+def translate_literal(node: nodes.Element, msgstr: str) -> None:
+    r"""Give a literal-type node (display maths, a code block) the text ``msgstr``, as it is.
+
+    Sphinx's Locale transform would re-parse ``'::\n\n' + indent(msgstr)``, which only
+    reStructuredText reads as a literal block; under MyST it is a paragraph "::" and the
+    node's text became "::" (see the module). The node keeps its attributes (an equation's
+    label and number, an amsmath environment's ``nowrap``), and is no longer translatable,
+    so Locale does not translate it a second time.
+    """
+    node[:] = [nodes.Text(msgstr)]
+    node.rawsource = msgstr
+    node["translatable"] = False
+    node["translated"] = True
+
+
 class CheckTranslated(SphinxTransform):
-    """Record every message of the page and warn about those without a translation."""
+    """Record every message of the page and warn about those without a translation; translate
+    display maths (literal-type messages) directly, which Sphinx's Locale would break."""
 
     default_priority = 19  # after MarkUntranslatable, before Locale translates them
 
@@ -149,7 +173,8 @@ class CheckTranslated(SphinxTransform):
         self.env.__dict__.setdefault("nb_i18n_messages", {})[self.env.docname] = []
         translations = _catalog(self)
         images = "image" in self.config.gettext_additional_targets
-        for node, msgid in extract_messages(self.document):
+        literals = []
+        for node, msgid in list(extract_messages(self.document)):
             if isinstance(node, addnodes.toctree) or not msgid.strip():
                 continue  # toctrees: TranslateToctrees
             if isinstance(node, nodes.image) and not images:
@@ -158,7 +183,11 @@ class CheckTranslated(SphinxTransform):
                 continue  # as the gettext builder
             if is_generated_label(msgid):
                 continue  # e.g. sphinx-exercise's "练习": an extension's own translation
-            _check(self, node, msgid, translations)
+            msgstr = _check(self, node, msgid, translations)
+            if isinstance(node, LITERAL_TYPE_NODES) and msgstr and msgstr != msgid:
+                literals.append((node, msgstr))
+        for node, msgstr in literals:
+            translate_literal(node, msgstr)
 
 
 class TranslateToctrees(SphinxTransform):
