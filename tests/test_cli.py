@@ -151,6 +151,9 @@ def test_config_that_does_not_match_the_weights_is_a_clean_error(run, tmp_path, 
     config["hidden"] = [16]
     (bad / cli.CONFIG_FILE).write_text(json.dumps(config))
     code, _, err = run_cli(capsys, "sample", "--run", bad)
+    assert code == 1 and "was changed after training" in err  # the run folder's marker knows
+    (bad / cli.RUN_MARKER).unlink()  # a run folder from before the marker: the weights tell
+    code, _, err = run_cli(capsys, "sample", "--run", bad)
     assert code == 1 and "does not fit the model" in err
     (bad / cli.CONFIG_FILE).write_text("{not json")
     code, _, err = run_cli(capsys, "sample", "--run", bad)

@@ -14,16 +14,27 @@ an option out of range, a device this machine lacks) end with one ``error:`` lin
 stderr and exit status 1 (2 for a malformed command line), never a traceback and never
 a half-written run folder; ``--debug`` shows the full traceback instead. ``train`` locks
 its run folder (an OS file lock), so a second ``train`` on the same ``--out`` refuses.
+
+Run folders own their files. ``train`` writes only into a folder that is new, empty, or a
+run folder it made (marked by ``.vae_tutorial-run.json``, which also records the digest of
+the ``config.json`` it wrote); it never overwrites or deletes a file it did not write.
+``evaluate`` and ``sample`` refuse a run whose ``config.json`` was edited after training
+(another likelihood, binarisation or data set would silently change what the checkpoint
+means). Every file is written atomically (:func:`vae_tutorial.files.atomic_write`): a full
+disk or a kill leaves the previous file intact and prints one ``error:`` line. SIGTERM stops
+a command as Ctrl-C does.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
+import io
 import json
 import math
 import os
+import signal
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -34,6 +45,7 @@ from .data import BINARIZE_OPTIONS, DATASETS, DatasetError, load_dataset
 from .device import resolve_device
 from .errors import SEED_MAX, RunLockedError, VAETutorialError, check_seed
 from .evaluate import evaluate_model
+from .files import atomic_write
 from .models import LIKELIHOODS, VAE, ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 from .train import NonFiniteLossError, check_checkpoint, clean_stale_temporaries, fit, linear_warmup, load_checkpoint
 
@@ -41,6 +53,8 @@ __all__ = ["main", "build_model", "load_run", "CONFIG_FILE", "CHECKPOINT_FILE", 
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_FILE = "checkpoint.pt"
+RUN_MARKER = ".vae_tutorial-run.json"
+"""Written by ``train`` into every run folder it makes: the folder is the command's to write."""
 CONFIG_FORMAT = 1
 MODELS = ("mlp", "conv")
 DEFAULT_HIDDEN = {"mlp": [400], "conv": [256]}
@@ -123,16 +137,62 @@ def _locked(folder: Path):
         os.close(fd)  # closing the descriptor releases the lock
 
 
+def _json_bytes(data: dict) -> bytes:
+    return (json.dumps(data, indent=2) + "\n").encode()
+
+
 def _write_json(path: Path, data: dict) -> None:
     """Write JSON atomically (temporary file, then rename): never a half-written config.json."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    atomic_write(path, lambda f: f.write(_json_bytes(data)), path.name)
+
+
+def _config_digest(config: dict) -> str:
+    return hashlib.sha256(_json_bytes(config)).hexdigest()
+
+
+def _claim_run_folder(out: Path) -> bool:
+    """Make sure ``train`` may write into ``out``; True if it is already a run folder.
+
+    ``out`` must be new or empty, or hold the marker of a run folder written by ``train``
+    (or, from before the marker existed, a ``config.json`` of this package's format and
+    nothing but the files ``train``/``sample`` write). Anything else is the user's, and
+    is refused before anything is written.
+    """
+    if (out / RUN_MARKER).is_file():
+        return True
+    entries = sorted(p.name for p in out.iterdir())
+    if not entries:
+        return False
+    ours = {CONFIG_FILE, CHECKPOINT_FILE, "samples.png"}
+    legacy = set(entries) <= ours | {e for e in entries if e.startswith(CHECKPOINT_FILE + ".")} \
+        and (out / CONFIG_FILE).is_file() and _is_our_config(out / CONFIG_FILE)
+    if legacy:
+        return True
+    shown = ", ".join(entries[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
+    raise CLIError(f"--out {out} already holds files that 'train' did not write ({shown}); it never "
+                   "overwrites or deletes them: choose a new or empty folder for --out")
+
+
+def _is_our_config(path: Path) -> bool:
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(data, indent=2) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        config = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(config, dict) and config.get("format") == CONFIG_FORMAT and "vae_tutorial" in config
+
+
+def _check_config_unchanged(run: Path, config: dict) -> None:
+    """Refuse a ``config.json`` edited after ``train`` wrote it (the marker holds its digest)."""
+    try:
+        marker = json.loads((run / RUN_MARKER).read_text())
+    except FileNotFoundError:
+        return  # a run folder from before the marker: nothing recorded to compare with
+    except (OSError, UnicodeDecodeError, ValueError):
+        raise CLIError(f"{run / RUN_MARKER} is damaged; train the run again") from None
+    if isinstance(marker, dict) and marker.get("config_sha256") not in (None, _config_digest(config)):
+        raise CLIError(f"{run / CONFIG_FILE} was changed after training: its checkpoint was trained with the "
+                       "settings 'train' wrote there (data set, binarisation, likelihood, architecture). "
+                       "Restore them, or train a new run with the settings you want")
 
 
 # ----------------------------------------------------------------------------- models and runs
@@ -190,6 +250,7 @@ def load_run(run: str | Path, device: torch.device | str = "cpu") -> tuple[VAE, 
     trained weights loaded from ``checkpoint.pt`` with ``weights_only=True``, in eval mode."""
     run = Path(run)
     config = _read_config(run)
+    _check_config_unchanged(run, config)
     model = build_model(config)
     ckpt = run / CHECKPOINT_FILE
     if not ckpt.is_file():
@@ -247,9 +308,16 @@ def _check_options(args, *names: str) -> None:
             raise CLIError(f"{e} (0 ≤ --seed ≤ {SEED_MAX})") from None
 
 
+def _check_out(out: str | None) -> None:
+    if out is not None and not out.strip():
+        raise CLIError("--out is empty (an unset shell variable?); name a folder, or leave --out out "
+                       "for the default")
+
+
 def cmd_train(args) -> int:
     # ---- everything is checked before the run folder is touched
     _check_options(args, "seed")
+    _check_out(args.out)
     device = _device(args.device)
     hidden = args.hidden or DEFAULT_HIDDEN[args.model]
     binarize = None if args.binarize == "none" else args.binarize
@@ -281,7 +349,7 @@ def cmd_train(args) -> int:
     torch.manual_seed(args.seed)  # the initial weights
     model = build_model(config)  # refuses sizes that do not fit in memory before allocating them
 
-    out = Path(args.out or f"runs/{train.name}-{args.model}")
+    out = Path(args.out if args.out is not None else f"runs/{train.name}-{args.model}")
     ckpt = out / CHECKPOINT_FILE
     if out.exists() and not out.is_dir():
         raise CLIError(f"--out {out} is a file, not a folder; choose another --out")
@@ -292,11 +360,14 @@ def cmd_train(args) -> int:
         raise CLIError(f"cannot create the run folder {out} ({e.strerror or e}); choose another --out") from None
     try:
         with _locked(out):
+            was_run = _claim_run_folder(out) if not created else False
             try:
                 return _train_locked(args, out, ckpt, config, model, train, test, device)
             finally:
-                if not ckpt.exists():  # no epoch finished: leave no half-written run folder behind
-                    (out / CONFIG_FILE).unlink(missing_ok=True)
+                if not ckpt.exists() and not was_run:
+                    # no epoch finished in a folder this command claimed: take back what it wrote
+                    for name in (CONFIG_FILE, RUN_MARKER):
+                        (out / name).unlink(missing_ok=True)
                     if created:
                         with contextlib.suppress(OSError):
                             out.rmdir()
@@ -326,6 +397,8 @@ def _train_locked(args, out: Path, ckpt: Path, config: dict, model, train, test,
         done = int(check_checkpoint(load_checkpoint(ckpt), ckpt)["epoch"])
         print(f"resuming the run in {out} after epoch {done} (pass --fresh to start again)")
     _write_json(out / CONFIG_FILE, config)
+    _write_json(out / RUN_MARKER, {"written_by": "python -m vae_tutorial train", "vae_tutorial": __version__,
+                                   "config_sha256": _config_digest(config)})
 
     n_params = sum(p.numel() for p in model.parameters())
     print(f"training a {args.model} VAE ({n_params:,} parameters, latent {args.latent_dim}, {args.likelihood}) "
@@ -357,7 +430,7 @@ def cmd_evaluate(args) -> int:
     data = _load_data(config["dataset"], args.split, config.get("binarize"))
     r = evaluate_model(model, data, k=args.k, device=device, seed=args.seed, max_examples=args.max_examples)
     if args.json:
-        print(json.dumps(r, indent=2))
+        print(json.dumps(r, indent=2, allow_nan=False))  # strict JSON (evaluate_model refuses NaN weights)
         return 0
     print(f"{config['dataset']} {args.split} set, {r['n']} images of {r['dims']} pixels; run {args.run}")
     print(f"ELBO                     {r['elbo']:10.3f} nats  (reconstruction {r['reconstruction']:.3f}, "
@@ -378,8 +451,9 @@ def _write_png(path: Path, grid, scale: int) -> None:
 
     if scale > 1:
         grid = np.kron(grid, np.ones((scale, scale), dtype=grid.dtype))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    plt.imsave(path, grid, cmap="gray", vmin=0.0, vmax=1.0, format="png")
+    png = io.BytesIO()  # drawn in memory first: a failed write never destroys the previous PNG
+    plt.imsave(png, grid, cmap="gray", vmin=0.0, vmax=1.0, format="png")
+    atomic_write(path, lambda f: f.write(png.getvalue()), "PNG")
 
 
 def cmd_sample(args) -> int:
@@ -392,7 +466,8 @@ def cmd_sample(args) -> int:
         raise CLIError(f"--n {args.n} is more samples than one PNG grid can show; use --n <= {MAX_SAMPLES:,}")
     if args.scale is not None and args.scale < 1:
         raise CLIError(f"--scale must be a positive integer, got {args.scale}")
-    out = Path(args.out) if args.out else Path(args.run) / "samples.png"
+    _check_out(args.out)
+    out = Path(args.out) if args.out is not None else Path(args.run) / "samples.png"
     if out.suffix.lower() != ".png":
         raise CLIError(f"--out must name a .png file, got {out}")
     device = _device(args.device)
@@ -500,6 +575,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    previous = _stop_on_sigterm()
     try:
         return args.func(args)
     except KeyboardInterrupt:
@@ -511,6 +587,21 @@ def main(argv: list[str] | None = None) -> int:
             raise  # a bug (or --debug): the full traceback
         print(f"error: {message}", file=sys.stderr)
         return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _sigterm(signum, frame):
+    raise KeyboardInterrupt  # the same clean stop as Ctrl-C: checkpoints stay whole, our files are tidied
+
+
+def _stop_on_sigterm():
+    """Handle SIGTERM (``kill``, a job scheduler, a closing container) like Ctrl-C; the old handler."""
+    try:
+        return signal.signal(signal.SIGTERM, _sigterm)
+    except (ValueError, AttributeError):  # not the main thread, or no SIGTERM on this platform
+        return None
 
 
 def _user_error(e: BaseException) -> str | None:

@@ -132,6 +132,20 @@ def check_model(model, name: str = "model") -> None:
         raise ArgumentTypeError(f"{name} ({type(model).__name__}) has no parameters to train or evaluate")
 
 
+def check_finite_parameters(model, name: str = "model") -> None:
+    """Refuse a model with a NaN or infinite weight: every bound it gives would be NaN.
+
+    A diverged training run, or a damaged or hand-edited checkpoint, leaves such weights;
+    evaluating or sampling from them would print NaN nats or blank images without a word.
+    """
+    for pname, p in model.named_parameters():
+        if not bool(torch.isfinite(p.detach()).all()):
+            bad = int((~torch.isfinite(p.detach())).sum())
+            raise ArgumentError(f"{name} has {bad} non-finite (NaN or infinite) value(s) in its parameter "
+                                f"{pname!r}: its training diverged or its checkpoint was damaged; train it "
+                                "again (a lower learning rate helps) or load a good checkpoint")
+
+
 # Likelihood → the closed interval its data must lie in (None: any finite value).
 _LIKELIHOOD_RANGE = {"bernoulli": (0.0, 1.0), "continuous_bernoulli": (0.0, 1.0), "gaussian": None}
 

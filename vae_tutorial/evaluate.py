@@ -8,7 +8,7 @@ from torch import Tensor
 
 from .data import binarize
 from .device import resolve_device
-from .errors import DataError, check_int, check_model, check_seed, unchecked_data
+from .errors import DataError, check_finite_parameters, check_int, check_model, check_seed, unchecked_data
 from .losses import elbo, estimate_log_likelihood
 from .train import _check_data_once, dataset_tensors
 
@@ -69,6 +69,7 @@ def _prepare(model, data, k, batch_size, device, seed, max_examples):
     """Validate the arguments once; return ``k``, ``batch_size``, the (binarised) images and
     labels on the device, and the generator that drew the binarisation."""
     check_model(model)
+    check_finite_parameters(model)
     k = check_int("k", k, min=1)
     batch_size = check_int("batch_size", batch_size, min=1)
     seed = check_seed(seed)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import tempfile
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from .errors import (
     check_seed,
     unchecked_data,
 )
+from .files import atomic_write
 from .losses import elbo, iwae_bound
 
 __all__ = ["History", "fit", "linear_warmup", "exponential_decay", "load_checkpoint", "save_checkpoint", "dataset_tensors",
@@ -286,24 +286,16 @@ def clean_stale_temporaries(path: str | os.PathLike, min_age: float = STALE_SECO
 def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
     """Write ``state`` with ``torch.save`` atomically: a temporary file, then a rename.
 
-    A run killed while saving leaves the previous checkpoint intact. A ``digest``
+    A run killed while saving, or a full disk, leaves the previous checkpoint intact
+    (:func:`vae_tutorial.files.atomic_write`; a full disk raises ``FileWriteError``, an
+    ``OSError`` naming the file). A ``digest``
     entry (:func:`checkpoint_digest`) is added so that :func:`load_checkpoint` can
     tell a damaged file (a flipped byte) from a good one.
     """
     path = Path(path)
     if isinstance(state, dict):
         state = {**{k: v for k, v in state.items() if k != DIGEST_KEY}, DIGEST_KEY: checkpoint_digest(state)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: torch.save(state, f), "checkpoint")
 
 
 def load_checkpoint(path: str | os.PathLike, map_location=None) -> dict:
