@@ -1,4 +1,5 @@
-"""Notebook conveniences: exercise solutions that "Run all" skips but CI and the book execute.
+"""Notebook conveniences: exercise solutions that "Run all" skips but CI and the book execute,
+and :func:`glue`, which hands a measured number to the book's prose.
 
 A solution cell is a code cell whose first line is ``SOLUTION_TITLE`` (a Colab form title,
 so Colab shows only that title; JupyterLab collapses it through the cell's
@@ -8,10 +9,18 @@ When ``vae_tutorial`` is imported inside IPython it registers an input transform
 running, so "Run all" does not spoil (or spend time on) the exercises. nbval (through the
 repository's ``conftest.py``) and the book build (through ``tools/run_solutions.py``) set the
 variable, so every solution is executed and its asserts are checked there.
+
+``glue(name, value, display=False)`` records a value for the ``{glue:text}`` roles of the
+prose. It is ``myst_nb.glue`` when myst-nb is installed (the book build, CI, nbval), and
+does nothing visible otherwise, so a reader's Jupyter or Colab needs only ``vae-tutorial``,
+not Sphinx; the reader notebooks (``tools/reader_notebooks.py``) already carry the values
+in their text.
 """
 from __future__ import annotations
 
 import os
+
+from .errors import ArgumentTypeError
 
 SOLUTIONS_ENV = "VAE_TUTORIAL_SOLUTIONS"
 SOLUTION_TITLE = "# @title Solution"
@@ -20,6 +29,34 @@ _SKIPPED = (
     "print('Solution not run. To run it, delete its first line (# @title Solution), or run "
     "%env " + SOLUTIONS_ENV + "=run once and re-run this cell.')\n"
 )
+
+
+def glue(name: str, value, display: bool = True) -> None:
+    """Record ``value`` under ``name`` for the ``{glue:text}`` roles of the book's prose.
+
+    With myst-nb importable this is ``myst_nb.glue(name, value, display)``: the cell's output
+    carries the value, and the book substitutes it into the prose. Without myst-nb (a
+    reader's Jupyter or Colab) nothing is recorded; ``display=True`` still shows the value,
+    as myst-nb would, and ``display=False`` (what the chapters use) shows nothing.
+
+    Args:
+        name: the glue key, e.g. ``"ch04_ratio_min"`` (a non-empty ``str``).
+        value: any object; the prose formats its ``text/plain`` representation.
+        display: also show the value in the cell's output.
+    """
+    if not isinstance(name, str) or not name:
+        raise ArgumentTypeError(f"name must be a non-empty str (the glue key), got {name!r}")
+    try:
+        from myst_nb import glue as myst_glue
+    except ImportError:
+        if display:
+            try:  # IPython comes with ipywidgets, a dependency; plain Python prints
+                from IPython.display import display as show
+            except ImportError:
+                show = print
+            show(value)
+        return
+    myst_glue(name, value, display=display)
 
 
 def solutions_enabled() -> bool:

@@ -242,15 +242,37 @@ def explorer_html(model, z, z0=None, span: float = 3.0, step: float = 0.05, dims
             f"<script>\n{_script()}</script></div>")
 
 
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
 class _LatentExplorer(ipywidgets.VBox):
-    """The ipywidgets explorer, whose output also carries the kernel-free HTML version."""
+    """The ipywidgets explorer, whose output also carries the kernel-free HTML version.
+
+    Works with ipywidgets 8 (which displays a widget through ``_repr_mimebundle_``) and 7.7
+    (Colab's preinstalled version, which displays it through ``_ipython_display_``).
+    """
 
     def _repr_mimebundle_(self, **kwargs):
-        bundle = super()._repr_mimebundle_(**kwargs)
-        page = self.html() if bundle is not None else None
+        parent = getattr(super(), "_repr_mimebundle_", None)
+        if parent is not None:  # ipywidgets >= 8
+            bundle = parent(**kwargs)
+        else:  # ipywidgets 7: the bundle its _ipython_display_ would show
+            bundle = {"text/plain": repr(self)[:110]}
+            if self._view_name is not None:
+                bundle[WIDGET_VIEW] = {"version_major": 2, "version_minor": 0, "model_id": self._model_id}
+        page = self.html() if bundle is not None and WIDGET_VIEW in bundle else None
         if page is not None:
             bundle["text/html"] = page
         return bundle
+
+    if not hasattr(ipywidgets.Widget, "_repr_mimebundle_"):  # ipywidgets 7
+
+        def _ipython_display_(self, **kwargs):
+            from IPython.display import display
+
+            display(self._repr_mimebundle_(), raw=True)
+            if self._view_name is not None:
+                self._handle_displayed(**kwargs)
 
 
 def latent_explorer(model, z0=None, span: float = 3.0, step: float = 0.05, dims: int | None = None, y=None,
