@@ -24,6 +24,7 @@ from .data import load_dataset
 from .diffusion import DiffusionModel, diffusion_bound
 from .evaluate import evaluate_model
 from .hierarchical import HierarchicalVAE
+from .notebook import glue
 
 __version__ = "0.1.0"
 
@@ -35,6 +36,6 @@ __all__ = [
     "autoregressive", "bernoulli_log_likelihood", "check", "continuous_bernoulli_log_likelihood",
     "data", "diffusion_bound", "discretized_logistic_log_likelihood", "elbo",
     "estimate_log_likelihood", "evaluate", "evaluate_model", "fit", "gaussian_log_likelihood",
-    "get_device", "iwae_bound", "kl_normal", "kl_standard_normal", "linear_warmup", "load_dataset",
+    "get_device", "glue", "iwae_bound", "kl_normal", "kl_standard_normal", "linear_warmup", "load_dataset",
     "notebook", "plots", "reparameterize", "seed_everything",
 ]
