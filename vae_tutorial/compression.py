@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .errors import ArgumentError, check_float, check_int
+from .errors import ArgumentError, DataError, check_float, check_int
 
 __all__ = [
     "ANSStack", "BitsBackResult", "TwoPartCode", "bernoulli_frequencies", "bits_back_decode",
@@ -69,14 +69,15 @@ class ANSStack:
             head = (int(self.rng.integers(1, _LOW)) << _WORD) | int(self.rng.integers(0, _LOW))
         self.head = int(head)
         if not _LOW <= self.head < _LOW * _LOW:
-            raise ValueError("the head must lie in [2^32, 2^64)")
+            raise ArgumentError(f"head must lie in [2^32, 2^64), got {self.head}")
         self.words = list(words) if words is not None else []
         self.clean_words = 0
 
     def push(self, start: int, freq: int, prec: int) -> None:
         """Encode a symbol occupying ``[start, start + freq)`` of ``2**prec`` (1 ≤ freq)."""
         if freq < 1 or prec > _WORD:
-            raise ValueError("need freq ≥ 1 and prec ≤ 32")
+            raise ArgumentError(f"need freq ≥ 1 and prec ≤ 32, got freq={freq}, prec={prec} (pixel_bits and "
+                                "posterior_bits must be at most 32)")
         if self.head >= freq << (2 * _WORD - prec):       # head would overflow: spill a word
             self.words.append(self.head & (_LOW - 1))
             self.head >>= _WORD
@@ -90,7 +91,8 @@ class ANSStack:
         """Remove the symbol whose range ``[start, start + freq)`` holds :meth:`peek`."""
         r = self.peek(prec)
         if not start <= r < start + freq:
-            raise ValueError("the slot is not in the symbol's range")
+            raise ArgumentError(f"the slot {r} is not in the symbol's range [{start}, {start + freq}): this message "
+                                "was not encoded with these probabilities")
         self.head = freq * (self.head >> prec) + r - start
         if self.head < _LOW:                               # refill from the message
             if self.words:
@@ -142,7 +144,8 @@ def gaussian_bucket_frequencies(mu: np.ndarray, sigma: np.ndarray, latent_bits: 
     """
     k = 1 << latent_bits
     if posterior_bits < latent_bits + 2:
-        raise ValueError("posterior_bits must exceed latent_bits by at least 2")
+        raise ArgumentError(f"posterior_bits must exceed latent_bits by at least 2, got posterior_bits="
+                            f"{posterior_bits}, latent_bits={latent_bits}")
     edges = torch.special.ndtri(torch.arange(1, k, dtype=torch.float64) / k)       # (K−1,)
     mu = torch.as_tensor(mu, dtype=torch.float64)[:, None]
     sigma = torch.as_tensor(sigma, dtype=torch.float64)[:, None]
@@ -213,8 +216,17 @@ def bits_back_encode(model, images: Tensor, *, latent_bits: int = 12, posterior_
     Returns:
         A :class:`BitsBackResult`; :func:`bits_back_decode` inverts it exactly.
     """
-    if model.likelihood != "bernoulli":
-        raise ValueError("bits_back_encode codes binary data with a Bernoulli decoder")
+    if getattr(model, "likelihood", None) != "bernoulli":
+        raise ArgumentError("model: bits_back_encode codes binary data with a Bernoulli decoder, got "
+                            f"likelihood={getattr(model, 'likelihood', None)!r}")
+    latent_bits = check_int("latent_bits", latent_bits, min=1, max=16)
+    posterior_bits = check_int("posterior_bits", posterior_bits, min=latent_bits + 2, max=32)
+    pixel_bits = check_int("pixel_bits", pixel_bits, min=2, max=32)
+    values = torch.as_tensor(images)
+    if values.numel() and not bool(((values == 0) | (values == 1)).all()):
+        odd = values[(values != 0) & (values != 1)].flatten()[0].item()
+        raise DataError(f"images: bits_back_encode codes binary images losslessly, but a pixel is {odd:g}, "
+                        "neither 0 nor 1; binarise the images first (vae_tutorial.data.binarize)")
     centres = prior_bucket_centres(latent_bits)
     stack = ANSStack(np.random.default_rng(seed))
     parts: dict[str, list] = {"prior_bits": [], "pixel_bits": [], "refund_bits": [], "lengths": []}
@@ -295,7 +307,7 @@ class TwoPartCode:
 
     ``cells`` is the ``(N, Z)`` integer grid index ``k`` of each image's cell (``z̄ = kδ``);
     ``latent_bits`` the ``(N,)`` bits ``−log₂ P(z̄)`` for the cell, ``pixel_bits`` the ``(N,)``
-    bits ``−log₂ p_θ(x|z̄)`` for the pixels, and :attr:`bits` their sum (all float64).
+    bits ``−log₂ p_θ(x|z̄)`` for the pixels, and ``bits`` their sum (all float64).
     """
 
     delta: float
@@ -324,7 +336,7 @@ def two_part_codelength(model, images: Tensor, delta: float, *, batch_size: int 
 
     The sender rounds the posterior mean to a grid of width ``δ`` in every latent
     coordinate, ``z̄_j = δ·round(μ_φ(x)_j / δ)``, sends that *cell* with the prior's
-    probability of it, then sends the pixels with the decoder at the cell's centre:
+    probability of it, then sends the pixels with the decoder at the cell's centre::
 
         P(z̄)  = Π_j [Φ(z̄_j + δ/2) − Φ(z̄_j − δ/2)]          (p(z) = N(0, I), Φ its CDF)
         L(x)  = −log₂ P(z̄) − log₂ p_θ(x | z̄)                  bits per image.
@@ -332,10 +344,12 @@ def two_part_codelength(model, images: Tensor, delta: float, *, batch_size: int 
     ``z̄`` is a function of ``x``, so no random choice is made and nothing needs to be
     refunded: the receiver decodes ``z̄`` with the prior and ``x`` with ``p_θ(x|z̄)``, and
     an entropy coder (e.g. :class:`ANSStack`) reaches ``L(x)`` up to its rounding, with no
-    clean bits. This is the honest no-refund baseline for bits-back coding. Bits back gains
-    the entropy of the quantised posterior: for any distribution ``Q`` over the cells, the
-    bits-back codelength is ``E_Q[L(z̄)] − H(Q)``, the average two-part codelength of a
-    cell drawn from ``Q`` minus the bits that drawing it costs. The grid width trades the two
+    clean bits. This is the honest no-refund baseline for bits-back coding. What the refund
+    saves is the entropy of the quantised posterior: for any distribution ``Q`` over the
+    cells, the bits-back codelength is ``E_Q[L(z̄)] − H(Q)``, the average two-part
+    codelength of a cell drawn from ``Q`` minus the bits that drawing it costs; a two-part
+    code avoids most of that waste by choosing one cell deterministically on a coarse grid,
+    at the price of a less precise ``z̄``. The grid width trades the two
     parts: as ``δ → 0``, ``P(z̄) ≈ p(z̄)·δ^Z``, so each halving of ``δ`` adds about one bit
     per latent coordinate to the cell; a large ``δ`` moves ``z̄`` away from ``μ_φ(x)`` and
     makes the pixels expensive.
