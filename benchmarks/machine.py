@@ -1,5 +1,5 @@
 """What every benchmark shares: a description of the machine it ran on, so every results file says
-where its numbers come from, and the atomic write of that results file."""
+where its numbers come from, the machine's load, and the atomic write of that results file."""
 from __future__ import annotations
 
 import datetime
@@ -38,6 +38,19 @@ def describe() -> dict:
         "platform": platform.platform(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def load_average() -> float:
+    """The 1-minute load average (runnable processes, averaged); NaN where the OS has none.
+
+    Above one per core (``os.cpu_count()``), other programs compete for the cores and every
+    timing is slower than on an idle machine: the timing benchmarks refuse to start, or flag
+    their result.
+    """
+    try:
+        return os.getloadavg()[0]
+    except (OSError, AttributeError):  # Windows
+        return float("nan")
 
 
 def write_result(path: str | os.PathLike, result: dict) -> None:
