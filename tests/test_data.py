@@ -20,6 +20,7 @@ import pytest
 import torch
 
 import vae_tutorial
+from vae_tutorial.errors import ArgumentError
 from vae_tutorial import data
 from vae_tutorial.data import DatasetError, DatasetNotFoundError, load_dataset
 
@@ -119,7 +120,7 @@ def test_subset_size_out_of_range(bad):
 
 def test_subset_bad_indices():
     ds = load_dataset("digits", "test")
-    with pytest.raises(IndexError, match=r"\[0, 297\)"):
+    with pytest.raises(ArgumentError, match=r"\[0, 297\)"):
         ds.subset([0, 297])
     with pytest.raises(ValueError, match="integer indices"):
         ds.subset([0.5, 1.5])

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from .losses import gaussian_log_likelihood, kl_standard_normal, reparameterize
+from .errors import ArgumentError
 
 __all__ = ["gaussian_elbo", "inference_gaps", "mixture_iwae_bound", "optimal_gaussian"]
 
@@ -61,7 +62,7 @@ def gaussian_elbo(model, x: Tensor, mu: Tensor, logvar: Tensor, samples: int = 1
         ``(B,)`` ELBO per example, in nats.
     """
     if int(samples) != samples or samples < 1:
-        raise ValueError(f"samples must be a positive integer, got {samples!r}")
+        raise ArgumentError(f"samples must be a positive integer, got {samples!r}")
     s, b = int(samples), x.shape[0]
     z = reparameterize(mu.unsqueeze(0).expand(s, *mu.shape),
                        logvar.unsqueeze(0).expand(s, *logvar.shape), generator)  # (S, B, Z)
@@ -141,7 +142,7 @@ def mixture_iwae_bound(model, x: Tensor, proposals: list[tuple[Tensor, Tensor]],
     """
     m = len(proposals)
     if m < 1 or int(k) != k or k < m or k % m:
-        raise ValueError(f"k must be a positive multiple of the number of proposals ({m}), got {k!r}")
+        raise ArgumentError(f"k must be a positive multiple of the number of proposals ({m}), got {k!r}")
     b, d = x.shape[0], x[0].numel()
     per = k // m
     step = max(1, min(per, max_elements // max(1, b * d)))

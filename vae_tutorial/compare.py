@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from .evaluate import per_example_bounds  # noqa: F401  (one implementation, re-exported here)
+from .errors import ArgumentError
 
 __all__ = ["edge_energy", "mean_se"]  # per_example_bounds is documented in evaluate
 
@@ -25,7 +26,7 @@ def mean_se(values: Tensor) -> tuple[float, float]:
     """
     v = torch.as_tensor(values, dtype=torch.float64).reshape(-1)
     if v.numel() < 2:
-        raise ValueError("need at least two values for a standard error")
+        raise ArgumentError("values: need at least two values for a standard error")
     return float(v.mean()), float(v.std(unbiased=True) / math.sqrt(v.numel()))
 
 
@@ -39,7 +40,7 @@ def edge_energy(images: Tensor) -> Tensor:
     """
     x = torch.as_tensor(images, dtype=torch.float64)
     if x.dim() != 4:
-        raise ValueError(f"expected images (B, C, H, W), got shape {tuple(x.shape)}")
+        raise ArgumentError(f"x: expected images (B, C, H, W), got shape {tuple(x.shape)}")
     dh = (x[..., :, 1:] - x[..., :, :-1]).pow(2).mean(dim=(1, 2, 3))
     dv = (x[..., 1:, :] - x[..., :-1, :]).pow(2).mean(dim=(1, 2, 3))
     return dh + dv

@@ -49,7 +49,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, TensorDataset
 
-from .errors import VAETutorialError, check_float, check_int, check_seed, check_unit_interval
+from .errors import ArgumentError, DataError, VAETutorialError, check_float, check_int, check_seed, check_unit_interval
 
 __all__ = [
     "DATASETS", "DATA_ENV", "MIRRORS_ENV", "BINARIZE_OPTIONS", "SPLITS", "DatasetError",
@@ -220,9 +220,9 @@ class ImageDataset(Dataset):
     def __init__(self, images: Tensor, labels: Tensor, *, classes: Sequence[str], name: str,
                  split: str, binarize: str | None = None):
         if images.dim() != 4:
-            raise ValueError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}")
+            raise DataError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}")
         if labels.shape != (images.shape[0],):
-            raise ValueError(f"labels must have shape ({images.shape[0]},) to match the images, "
+            raise DataError(f"labels must have shape ({images.shape[0]},) to match the images, "
                              f"got {tuple(labels.shape)}")
         _check_binarize(binarize)
         self.images = images
@@ -254,18 +254,18 @@ class ImageDataset(Dataset):
         if isinstance(n_or_indices, (int, np.integer)) and not isinstance(n_or_indices, bool):
             n = int(n_or_indices)
             if not 0 < n <= len(self):
-                raise ValueError(f"subset size must be between 1 and {len(self)} (the size of this "
+                raise ArgumentError(f"subset size must be between 1 and {len(self)} (the size of this "
                                  f"{self.split} split), got {n}")
             images, labels = self.images[:n], self.labels[:n]
         else:
             index = torch.as_tensor(n_or_indices)
             if index.dim() != 1 or index.numel() == 0 or index.is_floating_point() or index.is_complex():
-                raise ValueError("subset takes an int n (the first n examples) or a non-empty 1-D "
+                raise ArgumentError("subset takes an int n (the first n examples) or a non-empty 1-D "
                                  f"list/tensor of integer indices, got {str(n_or_indices)[:80]}")
             if index.dtype != torch.bool:
                 index = index.long()
                 if int(index.min()) < 0 or int(index.max()) >= len(self):
-                    raise IndexError(f"subset indices must lie in [0, {len(self)}), got "
+                    raise ArgumentError(f"subset indices must lie in [0, {len(self)}), got "
                                      f"min {int(index.min())}, max {int(index.max())}")
             images, labels = self.images[index], self.labels[index]
         return ImageDataset(images, labels, classes=self.classes, name=self.name, split=self.split,
@@ -307,7 +307,7 @@ def load_dataset(name: str, split: str = "train", root: str | os.PathLike | None
     """
     info = _info(name)
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {', '.join(map(repr, SPLITS))}, got {split!r}")
+        raise ArgumentError(f"split must be one of {', '.join(map(repr, SPLITS))}, got {split!r}")
     _check_binarize(binarize)
 
     if info.source == "sklearn":
@@ -354,13 +354,13 @@ def _check_counts(info: DatasetInfo, split: str, image_path: Path, n_images: int
 def _info(name: str) -> DatasetInfo:
     key = str(name).strip().lower().replace("_", "-")
     if key not in DATASETS:
-        raise ValueError(f"unknown data set {name!r}; available: {', '.join(map(repr, DATASETS))}")
+        raise ArgumentError(f"unknown data set {name!r}; available: {', '.join(map(repr, DATASETS))}")
     return DATASETS[key]
 
 
 def _check_binarize(binarize) -> None:
     if binarize not in BINARIZE_OPTIONS:
-        raise ValueError(f"binarize must be one of {', '.join(map(repr, BINARIZE_OPTIONS))}, got {binarize!r}")
+        raise ArgumentError(f"binarize must be one of {', '.join(map(repr, BINARIZE_OPTIONS))}, got {binarize!r}")
 
 
 def _static_binarization(images: Tensor) -> Tensor:

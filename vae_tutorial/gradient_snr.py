@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from .losses import iwae_bound
+from .errors import ArgumentError
 
 __all__ = ["iwae_gradient_snr"]
 
@@ -48,7 +49,7 @@ def iwae_gradient_snr(model, x: Tensor, k: int, repeats: int = 100, *,
         parameter coordinate) and ``"repeats"``.
     """
     if int(repeats) != repeats or repeats < 2:
-        raise ValueError(f"repeats must be an integer ≥ 2, got {repeats!r}")
+        raise ArgumentError(f"repeats must be an integer ≥ 2, got {repeats!r}")
     groups = {"encoder": [p for p in model.encoder.parameters() if p.requires_grad],
               "decoder": [p for p in model.decoder.parameters() if p.requires_grad]}
     params = groups["encoder"] + groups["decoder"]

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .errors import ArgumentError, DataError, check_unit_interval
+from .errors import ArgumentError, ArgumentTypeError, DataError, check_unit_interval
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -259,7 +259,7 @@ def discretized_logistic_log_likelihood(x: Tensor, mean: Tensor, log_scale: Tens
         ``(B,)`` log-probability per example in nats, summed over dimensions.
     """
     if int(levels) != levels or levels < 2:
-        raise ValueError(f"levels must be an integer ≥ 2, got {levels!r}")
+        raise ArgumentError(f"levels must be an integer ≥ 2, got {levels!r}")
     log_scale = torch.as_tensor(log_scale, dtype=mean.dtype, device=mean.device)
     x, mean, log_scale = torch.broadcast_tensors(x, mean, log_scale)
     k = torch.round(x * (levels - 1)).clamp(0, levels - 1)
@@ -375,7 +375,7 @@ def iwae_log_weights(model, x: Tensor, k: int, *, y: Tensor | None = None,
         return
     mu, logvar = model.encode(x, *_cond(y))
     if logvar is None:
-        raise TypeError("iwae_bound needs a VAE: the model's encoder returned no log-variance")
+        raise ArgumentTypeError("iwae_bound needs a VAE: the model's encoder returned no log-variance")
     b = x.shape[0]
     data_dims = x[0].numel()
     step = _chunk_size(b, data_dims, k, max_elements)

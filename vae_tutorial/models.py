@@ -24,7 +24,7 @@ from .losses import (
     gaussian_log_likelihood,
     reparameterize,
 )
-from .errors import ArgumentError, ArgumentTypeError, check_int
+from .errors import ArgumentError, ArgumentTypeError, DataError, check_int
 
 __all__ = [
     "Autoencoder",
@@ -219,19 +219,19 @@ class VAE(nn.Module):
             if not isinstance(module, nn.Module):
                 raise ArgumentTypeError(f"{role} must be a torch.nn.Module, got {type(module).__name__}")
         if likelihood not in LIKELIHOODS:
-            raise ValueError(f"unknown likelihood {likelihood!r}; choose one of {', '.join(LIKELIHOODS)}")
+            raise ArgumentError(f"unknown likelihood {likelihood!r}; choose one of {', '.join(LIKELIHOODS)}")
         self.encoder = encoder
         self.decoder = decoder
         self.likelihood = likelihood
         if likelihood == "gaussian":
             if gaussian_logvar == "learned":
                 self.obs_logvar = nn.Parameter(torch.zeros(()))
-            elif isinstance(gaussian_logvar, (int, float)) and not isinstance(gaussian_logvar, bool):
+            elif isinstance(gaussian_logvar, numbers.Real) and not isinstance(gaussian_logvar, bool):
                 if not math.isfinite(gaussian_logvar):
                     raise ArgumentError(f"gaussian_logvar must be finite, got {gaussian_logvar}")
                 self.register_buffer("obs_logvar", torch.tensor(float(gaussian_logvar)))
             else:
-                raise ValueError(f"gaussian_logvar must be 'learned' or a float, got {gaussian_logvar!r}")
+                raise ArgumentError(f"gaussian_logvar must be 'learned' or a float, got {gaussian_logvar!r}")
 
     @property
     def latent_dim(self) -> int:
@@ -246,7 +246,7 @@ class VAE(nn.Module):
             return out, self.obs_logvar.expand_as(out)
         if self.likelihood == "discretized_logistic":
             if out.dim() < 2 or out.shape[1] % 2:
-                raise ValueError("a discretized_logistic decoder must output twice the data's channels "
+                raise DataError("a discretized_logistic decoder must output twice the data's channels "
                                  f"(dim 1: locations, then log-scales); got shape {tuple(out.shape)}")
             return out.chunk(2, dim=1)  # (location, log_scale), each shaped like the data
         return out
@@ -362,7 +362,7 @@ class ConditionalVAE(VAE):
 
     def _onehot(self, y: Tensor, like: Tensor) -> Tensor:
         if y is None:
-            raise TypeError("ConditionalVAE needs labels y, shape (B,)")
+            raise ArgumentTypeError("ConditionalVAE needs labels y, shape (B,)")
         onehot = F.one_hot(y.long(), self.num_classes).to(dtype=like.dtype, device=like.device)
         return onehot * self.label_scale
 
