@@ -362,7 +362,9 @@ def built_maths_and_text(html: str) -> tuple[list[tuple[str, str, str]], str]:
     for div in body.find_all("div", class_="math"):
         number = ""
         for eqno in div.find_all("span", class_="eqno"):
-            number = _ws(eqno.get_text()).rstrip("¶").strip()
+            for link in eqno.find_all("a", class_="headerlink"):  # "¶" or the theme's "#"
+                link.decompose()
+            number = _ws(eqno.get_text())
             eqno.decompose()
         anchor = div.get("id", "")
         if re.fullmatch(r"equation-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", anchor):

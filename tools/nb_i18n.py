@@ -286,4 +286,7 @@ def setup(app):
     app.connect("build-finished", _write_messages)
     app.connect("html-page-context", _html_lang)
     app.connect("config-inited", _wrap_glue_role)
-    return {"parallel_read_safe": True, "parallel_write_safe": True}
+    # env_version: Sphinx reads every page again when it changes; raise it whenever a change
+    # here changes the doctrees (2: display maths translated as it is), or an incremental
+    # build keeps the pages read with the old code
+    return {"parallel_read_safe": True, "parallel_write_safe": True, "env_version": 2}
