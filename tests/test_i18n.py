@@ -7,7 +7,8 @@ used consistently. When a build has run, its messages are compared with the cata
 (`test_catalogs_match_the_sources`): the Chinese build records every message it looked up
 (tools/nb_i18n.py), and ``python tools/i18n.py extract`` leaves .pot files; with neither,
 that test is skipped, unless ``VAE_TUTORIAL_I18N_TEST=require`` (CI, after the Chinese
-build).
+build). So is the check of the built Chinese pages' display maths against their English twins
+(`test_built_chinese_pages_keep_their_display_maths`, after both editions are built).
 
 Docstrings: the API reference's docstrings are not translated, and are not messages
 (tools/nb_i18n.py keeps them out of the catalogs), so no exemption is needed here.
