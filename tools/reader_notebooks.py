@@ -161,8 +161,15 @@ class BookIndex:
 
 
 def _plain(text: str) -> str:
-    """A BibTeX name or year without braces and simple LaTeX accents."""
-    text = re.sub(r"\\[`'^\"~=.]\{?(\w)\}?", r"\1", text)
+    """A BibTeX name or year as text: LaTeX accents decoded (as pybtex does), braces dropped."""
+    import codecs
+
+    try:
+        import latexcodec  # noqa: F401  (registers the "ulatex" codec; pybtex depends on it)
+
+        text = codecs.decode(text, "ulatex")
+    except (ImportError, ValueError):
+        pass
     return re.sub(r"[{}]", "", text).strip()
 
 

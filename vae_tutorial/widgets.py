@@ -271,8 +271,9 @@ class _LatentExplorer(ipywidgets.VBox):
             from IPython.display import display
 
             display(self._repr_mimebundle_(), raw=True)
-            if self._view_name is not None:
-                self._handle_displayed(**kwargs)
+            handle_displayed = getattr(self, "_handle_displayed", None)  # 7's on-display callbacks
+            if self._view_name is not None and handle_displayed is not None:
+                handle_displayed(**kwargs)
 
 
 def latent_explorer(model, z0=None, span: float = 3.0, step: float = 0.05, dims: int | None = None, y=None,
