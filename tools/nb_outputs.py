@@ -1,7 +1,17 @@
 """Sphinx extension: tidy the executed notebooks' outputs for the HTML book.
 
-Two things, both done on the doctree right after myst-nb has parsed (and executed) a notebook,
-so that Jupyter and Colab keep the outputs exactly as the kernel made them:
+Three things, all done while or right after myst-nb parses (and executes) a notebook, so that
+Jupyter and Colab keep the outputs exactly as the kernel made them:
+
+* **One figure per figure cell.** myst-nb wraps *every* display output of a cell that has
+  ``mystnb.figure`` metadata in its own figure node with the cell's caption and name. A
+  figure cell that also shows progress bars (``fit`` inside the cell, run without ``CI``) or
+  any other non-image display (a glued value, a repr) would then give several figures with
+  the same name: a "Duplicate explicit target name" warning each, which ``-W`` makes an
+  error, and captions under progress bars. Here only the cell's image outputs (MIME types
+  ``image/*``) are wrapped; its other outputs are rendered as ordinary outputs beside the
+  figure. A figure cell must still show exactly one image: a second one keeps its own
+  figure and its duplicate-name warning.
 
 * **Hidden progress bars.** A closed ``tqdm.notebook`` bar stays in the saved widget state
   with ``layout.visibility = "hidden"`` (tqdm >= 4.6x hides it rather than removing it), and
@@ -25,8 +35,10 @@ import os
 import re
 
 from docutils import nodes
+from sphinx.errors import ExtensionError
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+DISPLAY_OUTPUTS = ("display_data", "execute_result")
 _MODEL_ID = re.compile(r'"model_id"\s*:\s*"([^"]+)"')
 
 _PATH_RULES = [
@@ -122,6 +134,55 @@ def _on_doctree_read(app, doctree) -> None:
     _scrub_outputs(app, doctree)
 
 
+def is_image_output(output) -> bool:
+    """Whether a notebook output is a display of an image (a MIME type ``image/*``)."""
+    return output.get("output_type") in DISPLAY_OUTPUTS and any(
+        str(mime).startswith("image/") for mime in (output.get("data") or {}))
+
+
+def _figures_only_around_images() -> None:
+    """Make myst-nb's figure options apply to a cell's image outputs only.
+
+    myst-nb 1.x renders a cell's outputs in ``SphinxNbRenderer._render_nb_cell_code_outputs``
+    and, for each display output in turn, enters ``create_figure_context(self, options,
+    line)``. The wrapper of the first records, in order, which display outputs are images;
+    the wrapper of the second takes the next entry and passes no options (no figure) for
+    an output that is not an image. Anything else is unchanged.
+    """
+    from myst_nb import sphinx_ as nb_sphinx
+
+    renderer = nb_sphinx.SphinxNbRenderer
+    if getattr(renderer, "_figures_only_around_images", False):
+        return
+    missing = [name for owner, name in ((renderer, "_render_nb_cell_code_outputs"),
+                                        (nb_sphinx, "create_figure_context"))
+               if not hasattr(owner, name)]
+    if missing:
+        raise ExtensionError(f"tools/nb_outputs.py: myst_nb.sphinx_ has no {', '.join(missing)}; this "
+                             "myst-nb renders outputs differently: update the figure patch")
+    render_outputs = renderer._render_nb_cell_code_outputs
+    figure_context = nb_sphinx.create_figure_context
+
+    def _render_outputs(self, token, outputs):
+        self._nb_outputs_images = [is_image_output(o) for o in outputs
+                                   if o.get("output_type") in DISPLAY_OUTPUTS]
+        try:
+            return render_outputs(self, token, outputs)
+        finally:
+            self._nb_outputs_images = None
+
+    def _figure_context(self, figure_options, line):
+        images = getattr(self, "_nb_outputs_images", None)
+        if images and not images.pop(0):
+            figure_options = None
+        return figure_context(self, figure_options, line)
+
+    renderer._render_nb_cell_code_outputs = _render_outputs
+    nb_sphinx.create_figure_context = _figure_context
+    renderer._figures_only_around_images = True
+
+
 def setup(app):
+    _figures_only_around_images()
     app.connect("doctree-read", _on_doctree_read)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
