@@ -693,7 +693,10 @@ def convert_notebook(
             and (figure.get("caption") or figure.get("name"))
         ):
             caption = nbformat.v4.new_markdown_cell(converter.caption(figure))
-            caption.id = _caption_id(cell.get("id"), len(cells))
+            if nb.nbformat_minor >= 5:  # cell ids exist from nbformat 4.5 on
+                caption.id = _caption_id(cell.get("id"), len(cells))
+            else:
+                caption.pop("id", None)
             caption.metadata["reader_notebook"] = {"caption_of": cell.get("id")}
             cells.append(caption)
     nb.cells = cells
