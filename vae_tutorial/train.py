@@ -35,6 +35,7 @@ from .errors import (
     unchecked_data,
 )
 from .files import atomic_write
+from .identity import identity_differences, model_identity
 from .losses import elbo, iwae_bound
 
 __all__ = ["History", "fit", "linear_warmup", "exponential_decay", "load_checkpoint", "save_checkpoint", "dataset_tensors",
@@ -520,13 +521,26 @@ def fit(model: torch.nn.Module, train, *, epochs: int, batch_size: int = 128, lr
             "model": type(model).__name__, "likelihood": likelihood,
             "architecture": hashlib.sha256(repr(model).encode()).hexdigest()[:16],
             "data": data_id,
+            # the objective, when not the book's ELBO (a custom elbo_fn changes what is trained)
+            "elbo_fn": None if elbo_fn in (None, elbo) else f"{getattr(elbo_fn, '__module__', '?')}."
+                                                    f"{getattr(elbo_fn, '__qualname__', type(elbo_fn).__name__)}",
         })
+        identity = settings["identity"] = model_identity(model)
         clean_stale_temporaries(checkpoint)
 
     if checkpoint is not None and Path(checkpoint).exists():
         state = check_checkpoint(load_checkpoint(checkpoint, map_location=device), checkpoint)
         old = state["settings"]
-        differs = [k for k in sorted(set(old) | set(settings), key=str) if old.get(k, "absent") != settings.get(k)]
+        # checkpoints from before these keys existed: only what they recorded is compared
+        legacy = {k for k in ("elbo_fn",) if k not in old and settings[k] is None}
+        differs = [k for k in sorted(set(old) | set(settings), key=str)
+                   if k != "identity" and k not in legacy and old.get(k, "absent") != settings.get(k)]
+        changed = identity_differences(old["identity"], identity) if "identity" in old else []
+        if changed:
+            fits = " (it does not fit this model)" if any(c.startswith("layer ") for c in changed) else ""
+            raise ResumeMismatchError(f"checkpoint {checkpoint} was made by another model{fits}: {'; '.join(changed)}. "
+                                      "Build the model with the checkpoint's settings, or delete the file to "
+                                      "start again")
         start_epoch = int(state["epoch"])
         trace = state.get("beta_trace")
         if not differs and start_epoch and not _same_beta(trace, beta, start_epoch):
