@@ -182,6 +182,7 @@ FORBIDDEN = {
     "蒙特卡罗": "蒙特卡洛", "小批次": "小批量", "逻辑斯蒂": "逻辑斯谛",
     "摊销推理": "摊销推断", "摊还推断": "摊销推断", "标准误差": "标准误",
     "KL散度": "KL 散度",
+    "隐空间浏览器": "隐空间探索器", "交互式浏览器": "探索器",
 }
 
 
@@ -262,6 +263,7 @@ def test_zh_config_is_the_english_one_plus_the_overrides():
     assert zh["sphinx"]["config"]["gettext_compact"] is False
     assert zh["sphinx"]["config"]["locale_dirs"] == ["locales/"]
     assert zh["sphinx"]["config"]["language_switch"]["prefix"] == "../"
+    assert zh["sphinx"]["config"]["togglebutton_hint"] == "点击显示"  # not the English default
     assert english["sphinx"]["config"]["language_switch"]["prefix"] == "zh/"
     for key in english:
         if key not in ("title", "author", "sphinx"):

@@ -155,13 +155,16 @@ def build_translation(edition: str, extra: list[str]) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("editions", nargs="*", choices=["en", *LANGUAGES], default=[],
+    parser.add_argument("editions", nargs="*", default=[], metavar="{" + ",".join(["en", *LANGUAGES]) + "}",
                         help="which editions (default: all), English first")
     parser.add_argument("--strict", action="store_true",
                         help="as CI: -W -n --keep-going (every warning is an error)")
     parser.add_argument("--jobs", "-j", type=int, default=default_jobs(),
                         help="chapters executed at a time before the build (default: one per core)")
     args = parser.parse_args(argv)
+    unknown = [e for e in args.editions if e not in ("en", *LANGUAGES)]
+    if unknown:  # (argparse's choices= refuses an empty list of editions on Python < 3.12)
+        parser.error(f"unknown edition {unknown[0]!r}: choose from en, {', '.join(LANGUAGES)}")
     if args.jobs < 1:
         parser.error(f"--jobs must be at least 1, not {args.jobs}")
     extra = STRICT if args.strict else []
