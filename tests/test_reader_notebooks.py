@@ -4,8 +4,9 @@ and Colab, and the package's light notebook runtime (``vt.glue``, ipywidgets 7.7
 The converter is tested on synthetic Markdown for every construct the chapters use, against a
 synthetic index of the web book. When the book has been built (``_build/html/notebooks``
 exists; ``$VAE_TUTORIAL_BOOK_HTML`` points elsewhere), its reader notebooks are checked too: no
-raw MyST, code cells equal to the sources', a caption under every figure. Without a build
-those tests are skipped, unless ``$VAE_TUTORIAL_BROWSER_TEST=require`` (as in CI).
+raw MyST, code cells equal to the sources', a caption under every figure. Those tests are
+marked ``browser`` (the tests that need the built book, run by .ci/run after the build); without
+a build they are skipped, unless ``$VAE_TUTORIAL_BROWSER_TEST=require`` (as in CI).
 """
 
 from __future__ import annotations
@@ -169,6 +170,11 @@ def test_a_theorem_with_nested_maths_and_its_proof_become_blockquotes():
     assert not warnings and not raw_myst(out)
 
 
+def test_maths_in_a_blockquote_is_on_one_line():
+    out, _ = convert("```{note}\nSince $a =\n  b$ and $c$, costs \\$5, and\n\n$$\nx\n  = y\n$$\n```")
+    assert out == "> **Note**\n>\n> Since $a = b$ and $c$, costs \\$5, and\n>\n> $$x = y$$"
+
+
 def test_exercises_and_gated_solutions():
     md = ("```{exercise}\n:label: ch04-ex1\n\nFix {doc}`02_elbo`.\n```\n\n"
           "```{solution-start} ch04-ex1\n:class: dropdown\n```\n\nBecause.")
@@ -324,12 +330,14 @@ def reader_notebooks() -> list[Path]:
     return sorted(READER.rglob("*.ipynb"))
 
 
+@pytest.mark.browser  # needs the built book: CI runs it after the build (tests -m browser)
 def test_every_notebook_page_has_a_reader_notebook():
     found = {p.relative_to(READER).as_posix() for p in reader_notebooks()}
     expected = {f"book/{p.name}" for p in (ROOT / "book").glob("*.ipynb")}
     assert found == expected
 
 
+@pytest.mark.browser  # needs the built book: CI runs it after the build (tests -m browser)
 def test_reader_notebooks_have_no_raw_myst_the_sources_code_and_every_caption():
     problems = []
     for path in reader_notebooks():

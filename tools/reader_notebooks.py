@@ -627,23 +627,24 @@ def _options(body: list[str]) -> tuple[dict, list[str]]:
     return options, body[k:]
 
 
+_DISPLAY_MATH = re.compile(r"\$\$(.+?)\$\$", re.DOTALL)
+_INLINE_MATH = re.compile(r"(?<![$\\])\$(?![$\s])([^$`]+?)(?<![\\\s])\$(?!\$)")
+
+
 def _quote(markdown: str) -> str:
-    """A Markdown blockquote. Display maths goes on one line: Jupyter's and Colab's renderers
-    take maths out before parsing the Markdown, and would see the "> " of every line in it."""
-    markdown = re.sub(
-        r"\$\$(.+?)\$\$",
-        lambda m: (
-            "$$"
-            + " ".join(s.strip() for s in m.group(1).split("\n") if s.strip())
-            + "$$"
-        ),
-        markdown,
-        flags=re.DOTALL,
-    )
-    return "\n".join(
-        "> " + line if line.strip() else ">"
-        for line in markdown.strip("\n").split("\n")
-    )
+    """A Markdown blockquote. Maths goes on one line: Jupyter's and Colab's renderers take the
+    maths out before they parse the Markdown, and would see the "> " of every line in it."""
+
+    def one_line(match: re.Match) -> str:
+        if "\n\n" in match.group(1):  # not maths: a paragraph break between two dollars
+            return match.group(0)
+        delimiter = "$$" if match.group(0).startswith("$$") else "$"
+        parts = [part.strip() for part in match.group(1).split("\n")]
+        return delimiter + " ".join(part for part in parts if part) + delimiter
+
+    markdown = _INLINE_MATH.sub(one_line, _DISPLAY_MATH.sub(one_line, markdown))
+    lines = markdown.strip("\n").split("\n")
+    return "\n".join("> " + line if line.strip() else ">" for line in lines)
 
 
 # ---------------------------------------------------------------------------------------------
