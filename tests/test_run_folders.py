@@ -241,3 +241,18 @@ def test_sigterm_stops_training_like_ctrl_c(tmp_path):  # P05
     if out.exists():
         assert (out / cli.CHECKPOINT_FILE).is_file()
         load_checkpoint(out / cli.CHECKPOINT_FILE)
+
+
+# ----------------------------------------------------------------------------- devices
+
+def test_the_meta_device_is_refused_before_the_model_moves(capsys, tmp_path):  # F25, C75, C79, C80
+    from vae_tutorial.errors import DeviceError
+    import vae_tutorial as vt
+
+    model = vt.VAE(vt.MLPEncoder((1, 8, 8), [8], 2), vt.MLPDecoder(2, [8], (1, 8, 8)))
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(DeviceError, match="meta"):
+        vt.fit(model, torch.rand(16, 1, 8, 8).round(), epochs=1, device="meta")
+    assert all(p.device.type == "cpu" and torch.equal(p, b) for p, b in zip(model.parameters(), before))
+    code, _, err = run_cli(capsys, "train", "--epochs", "1", "--out", tmp_path / "r", *TINY[:-2], "--device", "meta")
+    assert code == 1 and "meta" in one_error_line(err) and not (tmp_path / "r").exists()

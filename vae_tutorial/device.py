@@ -37,8 +37,9 @@ def get_device() -> torch.device:
 def check_available(device: torch.device, origin: str = "device") -> None:
     """Raise :class:`~vae_tutorial.errors.DeviceError` if this machine cannot use ``device``.
 
-    Catches ``cuda`` on a CPU-only PyTorch (or an index past the last GPU) and ``mps``
-    off Apple silicon before any tensor is moved, instead of a long traceback later.
+    Catches ``cuda`` on a CPU-only PyTorch (or an index past the last GPU), ``mps`` off
+    Apple silicon and ``meta`` (which would leave a moved model without its weights) before
+    any tensor is moved, instead of a long traceback later or a model destroyed.
     """
     if device.type == "cuda":
         if not torch.cuda.is_available():
@@ -51,7 +52,11 @@ def check_available(device: torch.device, origin: str = "device") -> None:
         if not (mps is not None and mps.is_available()):
             raise DeviceError(f"{origin}: Apple MPS is not available here; use 'cpu' "
                               "(or unset $VAE_TUTORIAL_DEVICE)")
-    elif device.type not in ("cpu", "meta") and not _backend_available(device.type):
+    elif device.type == "meta":
+        # a tensor on 'meta' has a shape and no data: moving a model there destroys its weights
+        raise DeviceError(f"{origin}: the 'meta' device holds shapes, not numbers, so nothing can be trained, "
+                          "evaluated or sampled on it; use 'cpu' or a GPU")
+    elif device.type != "cpu" and not _backend_available(device.type):
         raise DeviceError(f"{origin}: the {device.type!r} backend is not available here; use 'cpu'")
 
 
