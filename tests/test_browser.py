@@ -15,6 +15,13 @@ kernel: moving a slider changes the image, whose pixels match ``model.decode(z)`
 reset and random work. The explorer's HTML is also tested on its own, against PyTorch,
 for every likelihood and a conditional model (needs Chromium, not the built book).
 
+Navigation works at every width: at 390 and 768 px the ☰ button opens the table of contents
+and the contents button the page's sections, and a link followed from each lands where it
+points (the dialog closed); at 1280 px the ☰ button hides and shows the sidebar. Display maths
+cut at the column's edge fades out on the side that scrolls (a phone draws no scroll bar), and
+no formula shows a scroll bar it does not need in a Chromium that draws classic scroll bars,
+as on Windows and Linux desktops (Playwright's Chromium hides them unless told otherwise).
+
 Needs the built book (``python tools/vendor_assets.py && jupyter-book build .``) and Chromium
 at ``/usr/bin/chromium`` (Debian's ``chromium`` package); skipped without them, except when
 ``$VAE_TUTORIAL_BROWSER_TEST=require`` (as in CI), where their absence is a failure.
@@ -86,7 +93,8 @@ def site():
 
 
 @pytest.fixture(scope="module")
-def chromium():
+def playwright_api():
+    """Playwright's synchronous API (one per thread: every browser below is launched from it)."""
     if not CHROMIUM.is_file():
         _missing(f"no Chromium at {CHROMIUM}: install it (Debian: apt-get install chromium)")
     try:
@@ -94,9 +102,25 @@ def chromium():
     except ImportError:
         _missing("playwright is not installed: pip install -r requirements.txt")
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+        yield p
+
+
+@pytest.fixture(scope="module")
+def chromium(playwright_api):
+    browser = playwright_api.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    yield browser
+    browser.close()
+
+
+@pytest.fixture(scope="module")
+def chromium_with_scroll_bars(playwright_api, site):
+    """Chromium that draws classic scroll bars, as desktop Chrome and Edge do on Windows and
+    Linux: Playwright starts headless Chromium with --hide-scrollbars, which hid every scroll
+    bar under an inline formula from this test."""
+    browser = playwright_api.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
+                                             ignore_default_args=["--hide-scrollbars"])
+    yield browser
+    browser.close()
 
 
 @pytest.fixture(scope="module")
@@ -280,6 +304,8 @@ LAYOUT_PROBLEMS = r"""async (mustFit) => {
         for (const item of MathJax.startup.document.math) tex.set(item.typesetRoot, item.math);
     const texOf = el => { const c = el.querySelector('mjx-container'); return short(tex.get(c) || el.textContent); };
     const scrolls = el => /(auto|scroll)/.test(getComputedStyle(el).overflowX);
+    const faded = el => [getComputedStyle(el).maskImage, getComputedStyle(el).webkitMaskImage]
+        .some(m => m && m !== 'none');
 
     // 1. markup printed as text: a literal $ (unparsed maths) or a MyST role such as {glue:text}
     const walker = document.createTreeWalker(article, NodeFilter.SHOW_TEXT);
@@ -302,6 +328,11 @@ LAYOUT_PROBLEMS = r"""async (mustFit) => {
                      `${name}: ${texOf(div)}`);
         else if (width > room + 1 && !scrolls(box))
             out.push(`display maths cut off without a scroll bar, ${name}: ${texOf(div)}`);
+        else if (width > room + 1 && !faded(box))  // a phone shows no scroll bar: the cut looked like the end
+            out.push(`display maths cut off with no cue that it scrolls (custom.js marks the box, custom.css ` +
+                     `fades its cut edge), ${name}: ${texOf(div)}`);
+        if (width <= room + 1 && faded(box))
+            out.push(`display maths that fits is faded out at an edge, ${name}: ${texOf(div)}`);
         if (eqno) {
             const b = box.getBoundingClientRect(), e = eqno.getBoundingClientRect();
             if (e.left < b.right - 1 && e.right > b.left + 1 && e.top < b.bottom && e.bottom > b.top)
@@ -535,6 +566,192 @@ def test_explorer_html_matches_pytorch(chromium, kind):
         assert not v.errors and not v.blocked, (v.errors, v.blocked)
     finally:
         v.close()
+
+
+# --- navigation and scrolling: sidebars at every width, formulas that scroll ----------------------
+
+NAV_PAGE = "book/04_reparameterization.html"  # a chapter with sections, maths and a next chapter
+NAV_TARGET = "05_training.html"  # a chapter that the table of contents links to
+NARROW = {"small phone": (320, 568), "phone": (390, 844), "tablet": (768, 1024)}  # below 992 px: the sidebars are dialogs
+
+
+def _nav_page(edition: str) -> str:
+    if edition + NAV_PAGE not in PAGES:
+        if not PAGES:
+            _missing(f"the book is not built (no HTML in {HTML})")
+        pytest.fail(f"{edition + NAV_PAGE} is not in the built book")
+    return edition + NAV_PAGE
+
+
+def _the_visible(page, selector: str, what: str):
+    buttons = page.locator(f"{selector}:visible")
+    assert buttons.count() == 1, f"{buttons.count()} visible {what} ({selector}), expected one"
+    return buttons.first
+
+
+def _opens(page, dialog_id: str, button, what: str) -> None:
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    button.click()
+    try:
+        page.wait_for_function(f"() => document.getElementById('{dialog_id}').open", timeout=5_000)
+    except PlaywrightTimeout:
+        hidden = page.locator(f".{button.get_attribute('class').split()[1]}").count() - 1
+        pytest.fail(f"clicking the {what} button did not open #{dialog_id}; the page has {hidden} more "
+                    "button(s) of its class, hidden (the theme binds the first: pydata-sphinx-theme 0.17 "
+                    "with sphinx-book-theme 1.3 did; requirements.txt pins versions that work)")
+
+
+@pytest.mark.parametrize("edition", EDITIONS, ids=lambda e: e.strip("/") or "en")
+@pytest.mark.parametrize("size", NARROW)
+def test_sidebars_open_and_their_links_lead_there(visit, edition, size):
+    """Below 992 px: the ☰ button opens the table of contents, the contents button the page's
+    sections, and a link followed from each goes where it points, with the dialog closed."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    page = _nav_page(edition)
+    v = visit(page, NARROW[size])
+    pg = v.page
+    # the header's buttons and links are all in one row inside the window (they used to stack,
+    # half out of the bar and over the text)
+    outside = pg.evaluate("""() => {
+        const bar = document.querySelector('.bd-header-article').getBoundingClientRect();
+        return [...document.querySelectorAll('.bd-header-article .btn')]
+            .filter(b => b.offsetParent !== null && !b.closest('.dropdown-menu'))
+            .filter(b => { const r = b.getBoundingClientRect();
+                           return r.left < 0 || r.right > innerWidth || r.top < bar.top - 1 || r.bottom > bar.bottom + 1; })
+            .map(b => b.getAttribute('title') || b.getAttribute('aria-label') || b.textContent.trim());
+    }""")
+    assert not outside, f"header buttons outside the header bar or the window at {NARROW[size][0]} px: {outside}"
+    _opens(pg, "pst-primary-sidebar-modal", _the_visible(pg, ".primary-toggle", "☰ (Toggle primary sidebar)"),
+           "☰ (table of contents)")
+    chapter = pg.locator(f"#pst-primary-sidebar-modal a[href$='{NAV_TARGET}']:visible")
+    assert chapter.count() == 1, f"the table of contents shows no link to {NAV_TARGET}"
+    chapter.click()
+    pg.wait_for_url(f"**/{edition}book/{NAV_TARGET}")
+    assert pg.locator("article h1").first.is_visible(), f"{NAV_TARGET} shows no title"
+
+    pg.go_back(wait_until="load")
+    pg.wait_for_url(f"**/{page}")
+    _opens(pg, "pst-secondary-sidebar-modal",
+           _the_visible(pg, ".secondary-toggle", "contents buttons (Toggle secondary sidebar)"), "contents")
+    sections = pg.locator("#pst-secondary-sidebar-modal a[href^='#']:visible")
+    assert sections.count() >= 3, f"the page's contents list {sections.count()} sections"
+    section = sections.nth(2)  # one well down the page: following it must scroll
+    target = section.get_attribute("href")
+    section.click()
+    pg.wait_for_function("hash => location.hash === hash", arg=target)
+    pg.wait_for_function("() => !document.getElementById('pst-secondary-sidebar-modal').open", timeout=5_000)
+    # the section's top comes to rest below the sticky header, in the upper half of the screen
+    # (the theme scrolls smoothly: wait for it to arrive)
+    arrived = """id => { const top = document.getElementById(id).getBoundingClientRect().top;
+                         const header = document.querySelector('.bd-header-article').getBoundingClientRect().bottom;
+                         return top >= header - 1 && top < innerHeight / 2; }"""
+    try:
+        pg.wait_for_function(arrived, arg=target.removeprefix("#"), timeout=5_000)
+    except PlaywrightTimeout:
+        top = pg.evaluate("id => document.getElementById(id).getBoundingClientRect().top", target.removeprefix("#"))
+        pytest.fail(f"after following {target} from the contents, its section starts at {top:.0f} px")
+    assert not (v.blocked or v.missing or v.errors), (v.blocked, v.missing, v.errors)
+
+
+@pytest.mark.parametrize("edition", EDITIONS, ids=lambda e: e.strip("/") or "en")
+def test_sidebar_button_hides_and_shows_the_table_of_contents_on_desktop(visit, edition):
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    v = visit(_nav_page(edition), (1280, 900))
+    pg = v.page
+    contents = pg.locator(f"#pst-primary-sidebar a[href$='{NAV_TARGET}']")
+    assert contents.is_visible(), "the table of contents is not shown at 1280 px"
+    assert pg.locator("#pst-secondary-sidebar a[href^='#']:visible").count() >= 3, "no page contents at 1280 px"
+    button = _the_visible(pg, ".primary-toggle", "☰ (Toggle primary sidebar)")
+    for hidden in (True, False):
+        button.click()
+        where = "right <= 0" if hidden else "left >= 0"  # slid out of the window, or back in
+        try:
+            pg.wait_for_function(f"() => document.getElementById('pst-primary-sidebar').getBoundingClientRect().{where}",
+                                 timeout=5_000)
+        except PlaywrightTimeout:
+            pytest.fail(f"at 1280 px the ☰ button did not {'hide' if hidden else 'show'} the table of contents")
+        assert not pg.evaluate("() => document.getElementById('pst-primary-sidebar-modal').open"), \
+            "at 1280 px the ☰ button opened the table of contents as a dialog instead of hiding the sidebar"
+    assert contents.is_visible()
+    assert not v.errors, v.errors
+
+
+# Runs in the page: the side(s) on which the display formula in ``box`` fades out.
+FADES = """box => ({left: box.classList.contains('vae-more-left'), right: box.classList.contains('vae-more-right'),
+             mask: getComputedStyle(box).maskImage || getComputedStyle(box).webkitMaskImage})"""
+
+
+def test_cut_display_maths_fades_on_the_side_that_scrolls(visit):
+    """On a phone a display formula wider than the column fades out at its cut edge(s), and
+    the fades follow the reader's scrolling; one that fits is not faded."""
+    page = "book/02_elbo.html"  # Theorem 2.1, the ELBO, is cut at 390 px
+    if page not in PAGES:
+        _missing(f"{page} is not built")
+    v = visit(page, (390, 844))
+    pg = v.page
+    pg.evaluate("async () => { await MathJax.startup.promise; }")
+    boxes = pg.locator("article div.math mjx-container")
+    cut = fits = 0
+    for i in range(boxes.count()):
+        box = boxes.nth(i)
+        hidden = box.evaluate("b => b.scrollWidth - b.clientWidth")
+        fades = box.evaluate(FADES)
+        if hidden <= 1:
+            fits += 1
+            assert not (fades["left"] or fades["right"]) and fades["mask"] == "none", fades
+            continue
+        cut += 1
+        assert fades["right"] and not fades["left"] and fades["mask"] != "none", \
+            f"formula {i}: {hidden} px cut on the right, yet {fades}"
+        box.evaluate("b => { b.scrollLeft = (b.scrollWidth - b.clientWidth) / 2; }")
+        pg.wait_for_function("b => b.classList.contains('vae-more-left')", arg=box.element_handle())
+        assert box.evaluate(FADES)["right"], f"formula {i}: halfway along, the right edge should still fade"
+        box.evaluate("b => { b.scrollLeft = b.scrollWidth; }")
+        pg.wait_for_function("b => !b.classList.contains('vae-more-right')", arg=box.element_handle())
+        end = box.evaluate(FADES)
+        assert end["left"] and end["mask"] != "none", f"formula {i} scrolled to its end: {end}"
+    assert cut >= 1 and fits >= 1, f"{page} at 390 px: {cut} cut and {fits} fitting display formulas"
+
+
+# Runs in the page: formulas that show a scroll bar they do not need. A scroll bar takes room
+# from the box (offset size larger than client size plus borders); an inline formula never
+# scrolls (custom.css); a display formula scrolls only when it is wider than its box.
+NEEDLESS_SCROLL_BARS = r"""async () => {
+    if (window.MathJax && MathJax.startup && MathJax.startup.promise) await MathJax.startup.promise;
+    const short = t => t.replace(/\s+/g, ' ').trim().slice(0, 60);
+    const bar = el => {
+        const s = getComputedStyle(el), px = v => parseFloat(v) || 0;
+        return el.offsetHeight - el.clientHeight - px(s.borderTopWidth) - px(s.borderBottomWidth) > 0.5 ||
+               el.offsetWidth - el.clientWidth - px(s.borderLeftWidth) - px(s.borderRightWidth) > 0.5;
+    };
+    const scrollable = el => /(auto|scroll)/.test(getComputedStyle(el).overflowX) && el.scrollWidth > el.clientWidth;
+    const inline = [...document.querySelectorAll('article span.math')].filter(s => !s.closest('div.math'));
+    const out = [];
+    for (const span of inline)
+        for (const el of [span, ...span.querySelectorAll('mjx-container')])
+            if (bar(el) || scrollable(el)) { out.push(`inline formula with a scroll bar: ${short(span.textContent)}`); break; }
+    for (const box of document.querySelectorAll('article div.math mjx-container')) {
+        const formula = box.querySelector('mjx-math');
+        if (formula && formula.getBoundingClientRect().width <= box.clientWidth + 1 && (bar(box) || box.scrollWidth > box.clientWidth + 1))
+            out.push(`display formula that fits but scrolls: ${short(box.textContent)}`);
+    }
+    return {inline: inline.length, problems: out};
+}"""
+
+
+@pytest.mark.parametrize("page", PAGES or ["book/intro.html"])
+def test_no_formula_shows_a_needless_scroll_bar(chromium_with_scroll_bars, site, page):
+    v = PageVisit(chromium_with_scroll_bars, site + page, (1280, 900))
+    try:
+        found = v.page.evaluate(NEEDLESS_SCROLL_BARS)
+    finally:
+        v.close()
+    problems = found["problems"]
+    assert not problems, (f"{page} at 1280×900 with classic scroll bars ({found['inline']} inline formulas): "
+                          f"{len(problems)} problem(s)\n  " + "\n  ".join(problems[:10]))
 
 
 # --- the Chinese edition (_build/html/zh/, python tools/build_books.py) ---------------------------
