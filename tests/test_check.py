@@ -43,9 +43,16 @@ def my_iwae(model, x, k):
     return torch.logsumexp(log_px + log_pz - log_q, 0) - math.log(k)
 
 
+def kl_clamped_for_stability(mu, lv):
+    """log σ² clamped to [−20, 20] (red-team W05): wrong only beyond ±20, accepted on purpose."""
+    lv = lv.clamp(-20, 20)
+    return -0.5 * (1 + lv - mu.pow(2) - lv.exp()).sum(-1)
+
+
 CORRECT = {
     "kl_standard_normal": [losses.kl_standard_normal,
-                           lambda mu, lv: -0.5 * (1 + lv - mu.pow(2) - lv.exp()).sum(-1)],
+                           lambda mu, lv: -0.5 * (1 + lv - mu.pow(2) - lv.exp()).sum(-1),
+                           kl_clamped_for_stability],
     "kl_normal": [losses.kl_normal,
                   lambda mq, lq, mp, lp: torch.distributions.kl_divergence(
                       torch.distributions.Normal(mq, (0.5 * lq).exp()),
@@ -282,6 +289,111 @@ def _iwae_chapter8(model, x, k):  # the book's own answer (book/08_evaluation.ip
     return torch.logsumexp(log_px_z + log_pz - log_qz, dim=0) - math.log(k)
 
 
+def _iwae_stl(model, x, k):
+    """Sticking the landing: q's parameters detached inside log q (a valid gradient estimator)."""
+    mu, lv = model.encode(x)
+    q = torch.distributions.Normal(mu.detach(), torch.exp(0.5 * lv.detach()))
+    z = mu + torch.exp(0.5 * lv) * torch.randn(k, *mu.shape, dtype=mu.dtype)
+    xf = x.unsqueeze(0).expand(k, *x.shape).reshape(-1, *x.shape[1:])
+    log_px = model.log_likelihood(xf, model.decode(z.reshape(-1, z.shape[-1]))).view(k, -1)
+    log_w = log_px + torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1) - q.log_prob(z).sum(-1)
+    return torch.logsumexp(log_w, 0) - math.log(k)
+
+
+_INSIDE = math.erf(1 / math.sqrt(2))
+
+
+def _two_level(a):
+    """Noise ±a with probability P(|ε| < 1) = 0.6827, else ±b, with b set so that E ε² = 1.
+
+    It has N(0, 1)'s mean, variance and P(|ε| < 1) (red-team W12); a = 0.18934 also gives
+    E ε⁴ = 3, so only the shape of the distribution tells it apart."""
+    b = math.sqrt((1 - _INSIDE * a * a) / (1 - _INSIDE))
+
+    def noise(mu):
+        size = torch.where(torch.rand_like(mu) < _INSIDE, a, b)
+        return size * torch.where(torch.rand_like(mu) < 0.5, -1.0, 1.0).to(mu.dtype)
+    return noise
+
+
+_FOUR_MOMENTS = 1 - math.sqrt(1 - (1 - 3 * (1 - _INSIDE)) / _INSIDE)  # a² with E ε⁴ = 3
+
+
+def _repeat_half(mu):
+    """Noise for half the batch, repeated for the other half."""
+    half = torch.randn((mu.shape[0] + 1) // 2, *mu.shape[1:], dtype=mu.dtype)
+    return half.repeat(2, *[1] * (mu.dim() - 1))[:mu.shape[0]]
+
+
+def _antithetic(mu):
+    """Noise for half the batch and its mirror image −ε for the other half."""
+    half = torch.randn((mu.shape[0] + 1) // 2, *mu.shape[1:], dtype=mu.dtype)
+    return torch.cat([half, -half])[:mu.shape[0]]
+
+
+def _dependent_sizes(mu):
+    """Marginally N(0, 1) and uncorrelated across examples, but |ε| of neighbouring rows moves together."""
+    u = torch.empty(mu.shape, dtype=torch.float64)
+    u[0] = torch.randn(mu.shape[1:], dtype=torch.float64)
+    steps = torch.randn(mu.shape, dtype=torch.float64)
+    rho = 0.9  # an AR(1) chain over the rows, then a random sign per entry
+    for i in range(1, mu.shape[0]):
+        u[i] = rho * u[i - 1] + math.sqrt(1 - rho**2) * steps[i]
+    return (u * torch.randn(mu.shape, dtype=torch.float64).sign()).to(mu.dtype)
+
+
+def _elbo_sigma_detached(model, x):
+    """σ detached in the sample (review R28, red-team W26): right values, no pathwise gradient to σ."""
+    mu, lv = model.encode(x)
+    std = torch.exp(0.5 * lv).detach()
+    return model.log_likelihood(x, model.decode(mu + std * torch.randn_like(mu))) - _kl(mu, lv)
+
+
+def _elbo_reseeded(model, x):
+    """Re-seeds the global generator at every call (red-team W29): the same ε at every step."""
+    torch.manual_seed(0)
+    return _elbo_chapter7(model, x)
+
+
+def _elbo_two_samples(model, x):
+    """An average over two samples of z (review R30): valid, but not the estimator asked for."""
+    return 0.5 * (_elbo_chapter7(model, x) + _elbo_chapter7(model, x))
+
+
+def _iwae_no_grad(model, x, k):  # red-team W38
+    with torch.no_grad():
+        return _iwae_chapter8(model, x, k)
+
+
+def _iwae_z_detached(model, x, k):  # red-team W39: stop-gradient through the samples
+    mu, lv = model.encode(x)
+    z = losses.reparameterize(mu.expand(k, *mu.shape), lv.expand(k, *lv.shape)).detach()
+    zf = z.reshape(-1, z.shape[-1])
+    xf = x.expand(k, *x.shape).reshape(-1, *x.shape[1:])
+    log_w = (model.log_likelihood(xf, model.decode(zf))
+             + losses.gaussian_log_likelihood(zf, torch.zeros_like(zf), 0.0)
+             - losses.gaussian_log_likelihood(zf, mu.repeat(k, 1), lv.repeat(k, 1))).view(k, -1)
+    return torch.logsumexp(log_w, 0) - math.log(k)
+
+
+def _iwae_naive_log_mean_exp(model, x, k):
+    """log(mean(exp(log w))) (red-team W37): exp underflows to 0 once log w < −104 in float32."""
+    log_w = torch.cat(list(losses.iwae_log_weights(model, x, k)))
+    return torch.log(torch.exp(log_w).mean(0))
+
+
+def _iwae_max_shifted(model, x, k):
+    """The fix for W37: log mean exp(log w) = m + log mean exp(log w − m), m the largest log w."""
+    log_w = torch.cat(list(losses.iwae_log_weights(model, x, k)))
+    m = log_w.max(0).values
+    return m + torch.log(torch.exp(log_w - m).mean(0))
+
+
+def _iwae_reseeded(model, x, k):
+    torch.manual_seed(0)
+    return _iwae_chapter8(model, x, k)
+
+
 def _per_row(mu):
     """ε drawn one example at a time (a different order of the same stream)."""
     return torch.stack([torch.randn(mu.shape[-1], dtype=mu.dtype) for _ in range(mu.shape[0])])
@@ -317,6 +429,8 @@ CORRECT_STOCHASTIC = [
     ("iwae_bound", "samples drawn as (B, k, Z)",
      _iwae_with(noise=lambda k, mu: torch.randn(mu.shape[0], k, mu.shape[1], dtype=mu.dtype).transpose(0, 1))),
     ("iwae_bound", "small chunks (max_elements=64)", lambda model, x, k: losses.iwae_bound(model, x, k, max_elements=64)),
+    ("iwae_bound", "sticking the landing (q's parameters detached in log q)", _iwae_stl),
+    ("iwae_bound", "log-mean-exp by hand, shifted by the largest log-weight", _iwae_max_shifted),
 ]
 
 
@@ -343,6 +457,24 @@ WRONG_STOCHASTIC = [
      lambda mu, lv: mu + torch.exp(0.5 * lv) * torch.randn(mu.shape[-1]), "every row"),
     ("reparameterize", "one ε per example for all dimensions",
      lambda mu, lv: mu + torch.exp(0.5 * lv) * torch.randn(mu.shape[0], 1), "all latent dimensions"),
+    ("reparameterize", "two-level noise with N(0, 1)'s mean, variance, P(|ε| < 1) and E ε⁴ (W12)",
+     lambda mu, lv: mu + torch.exp(0.5 * lv) * _two_level(math.sqrt(_FOUR_MOMENTS))(mu), "Kolmogorov–Smirnov"),
+    ("reparameterize", "two-level noise ±0.5 / ±1.62",
+     lambda mu, lv: mu + torch.exp(0.5 * lv) * _two_level(0.5)(mu), "not normal"),
+    ("reparameterize", "noise clamped to [−3, 3]",
+     lambda mu, lv: mu + torch.exp(0.5 * lv) * torch.randn_like(mu).clamp(-3, 3), "mean of ε⁴"),
+    ("reparameterize", "noise of half the batch repeated",
+     lambda mu, lv: mu + torch.exp(0.5 * lv) * _repeat_half(mu), "repeat the noise of another row"),
+    ("reparameterize", "antithetic noise (−ε for the second half)",
+     lambda mu, lv: mu + torch.exp(0.5 * lv) * _antithetic(mu), "repeat the noise of another row"),
+    ("reparameterize", "|ε| shared by the dimensions of an example",
+     lambda mu, lv: mu + torch.exp(0.5 * lv) * torch.randn(mu.shape[0], 1, dtype=mu.dtype).abs()
+     * torch.randn_like(mu).sign(), "got the same noise (up to sign)"),
+    ("reparameterize", "noise of a few dimensions repeated",
+     lambda mu, lv: mu + torch.exp(0.5 * lv) * torch.randn(mu.shape[0], 3, dtype=mu.dtype).repeat(1, 2)[:, :mu.shape[1]],
+     "got the same noise (up to sign)"),
+    ("reparameterize", "uncorrelated noise whose sizes move together across examples",
+     lambda mu, lv: mu + torch.exp(0.5 * lv) * _dependent_sizes(mu), "their sizes move together"),
     ("reparameterize", "noise re-seeded in the function",
      lambda mu, lv: mu + torch.exp(0.5 * lv) * torch.randn(mu.shape, generator=torch.Generator().manual_seed(0)),
      "fresh"),
@@ -351,7 +483,7 @@ WRONG_STOCHASTIC = [
     ("elbo", "exp(log σ²) as σ", _elbo_sigma_squared(), "exp(½ log σ²)"),
     ("elbo", "0.1 σ noise", _elbo_with(lambda mu: 0.1 * torch.randn_like(mu)), "varies too little"),
     ("elbo", "1.03 σ noise", _elbo_with(lambda mu: 1.03 * torch.randn_like(mu)), "varies too much"),
-    ("elbo", "uniform noise", _elbo_with(torch.rand_like), "wrong"),
+    ("elbo", "uniform noise", _elbo_with(torch.rand_like), "not torch.rand_like"),
     ("elbo", "one ε for the whole batch", _elbo_with(lambda mu: torch.randn(mu.shape[-1], dtype=mu.dtype)),
      "shared by the whole batch"),
     ("elbo", "KL added", _elbo_with(torch.randn_like, kl=lambda mu, lv: -_kl(mu, lv)), "KL is subtracted"),
@@ -362,6 +494,17 @@ WRONG_STOCHASTIC = [
      "σ² = exp(log σ²) belongs"),
     ("elbo", "log σ² treated as log σ (noise and KL)", _elbo_logvar_as_logstd, "log σ² is the log-variance"),
     ("elbo", "KL estimated from z (not the closed form)", _elbo_mc_kl, "estimated the KL from the sampled z"),
+    ("elbo", "KL estimated from z: valid, not the estimator asked for (R30)", _elbo_mc_kl,
+     "a valid estimator of the ELBO, but not the one this exercise asks for"),
+    ("elbo", "average over two samples of z (R30)", _elbo_two_samples,
+     "average over 2 samples of z. That is a valid estimator of the ELBO, but not the one this exercise asks for"),
+    ("elbo", "σ detached in the sample (R28, W26)", _elbo_sigma_detached, "σ gets no gradient through the sample"),
+    ("elbo", "global generator re-seeded at every call (W29)", _elbo_reseeded, "the noise is not fresh"),
+    ("elbo", "own generator created and seeded at every call",
+     lambda model, x: losses.elbo(model, x, generator=torch.Generator().manual_seed(0)), "not fresh"),
+    ("elbo", "two-level noise with N(0, 1)'s mean, variance and P(|ε| < 1)",
+     _elbo_with(_two_level(math.sqrt(_FOUR_MOMENTS))), "your noise is not normal"),
+    ("elbo", "two-level noise ±0.5 / ±1.62", _elbo_with(_two_level(0.5)), "your noise is not normal"),
     ("elbo", "z drawn by torch.normal (no gradient path through μ)",
      _elbo_torch_normal, "gradient of your ELBO with respect to the encoder"),
     ("elbo", "computed under torch.no_grad()", _elbo_no_grad, "carries no gradient"),
@@ -377,6 +520,12 @@ WRONG_STOCHASTIC = [
     ("iwae_bound", "exp(log σ²) as σ when sampling", _iwae_with(sigma=torch.exp), "FAIL"),
     ("iwae_bound", "1.1 σ when sampling", _iwae_with(sigma=lambda lv: 1.1 * torch.exp(0.5 * lv)), "varies too"),
     ("iwae_bound", "sign flipped", lambda model, x, k: -_iwae_with()(model, x, k), "sign"),
+    ("iwae_bound", "naive log(mean(exp(log w))) (W37)", _iwae_naive_log_mean_exp, "torch.logsumexp"),
+    ("iwae_bound", "computed under torch.no_grad() (W38)", _iwae_no_grad, "carries no gradient"),
+    ("iwae_bound", "z detached (W39)", _iwae_z_detached, "samples z detached from μ and σ"),
+    ("iwae_bound", "σ detached when sampling", _iwae_with(sigma=lambda lv: torch.exp(0.5 * lv).detach()),
+     "σ gets no gradient through the sample"),
+    ("iwae_bound", "global generator re-seeded at every call", _iwae_reseeded, "the noise is not fresh"),
 ]
 
 
@@ -457,3 +606,77 @@ def test_exact_iwae_moments_match_independent_computations():
     n = draws.numel()
     assert abs(draws.mean().item() - mean3) < 6 * math.sqrt(var3 / n)
     assert abs(draws.var().item() - var3) < 6 * math.sqrt((m4 - var3**2) / n)
+
+
+def test_exact_gradient_law_matches_the_linear_gaussian_closed_form():
+    """The quadrature behind the gradient cases against closed forms (review R28).
+
+    With z = μ + s ε, WᵀW = diag(c), a = Wᵀ(x − Wμ − b)/σ²: one row's ∂/∂μ_j of the one-sample ELBO
+    is a_j − c_j s_j ε_j/σ² − μ_j, and ∂/∂log σ²_j is ½ s_j a_j ε_j − ½ c_j s_j² ε_j²/σ² − ½(s_j² − 1).
+    Their means are ∂ELBO/∂μ_j and ∂ELBO/∂log σ²_j = −½ c_j s_j²/σ² − ½(s_j² − 1); their variances
+    c_j² s_j²/σ⁴ and ¼ s_j² a_j² + ½ c_j² s_j⁴/σ⁴. With σ detached in z only the KL's −½(s_j² − 1) is left.
+    """
+    from vae_tutorial.check import (
+        _GRAD_LOGVAR,
+        _IWAE_ALPHA,
+        _exact_posterior_vae,
+        _gradient_moments,
+        _ppca_inputs,
+    )
+
+    reps = 1000
+    inputs = _ppca_inputs(4, alpha=_IWAE_ALPHA, logvar=_GRAD_LOGVAR, dtype=torch.float64)
+    _, ppca = _exact_posterior_vae(torch.float64)
+    mu, logvar = (t.detach() for t in inputs["model"].encode(inputs["x"]))
+    w, b, v = ppca.weight, ppca.bias, ppca.noise_var
+    c = (w.T @ w).diagonal()
+    s2 = logvar.exp()
+    a = (inputs["x"] - mu @ w.T - b) @ w / v
+    mean_mu, mean_lv = (a - mu).mean(0), (-0.5 * c * s2 / v - 0.5 * (s2 - 1)).mean(0)
+    var_mu = (c**2 * s2 / v**2).expand_as(mu)
+    var_lv = 0.25 * s2 * a**2 + 0.5 * c**2 * s2**2 / v**2
+    se = (torch.cat([var_mu, var_lv], -1).sum(0) / (4 * 4 * reps)).sqrt()
+    mean, got_se = _gradient_moments(inputs, reps, "closed")
+    assert torch.allclose(mean, torch.cat([mean_mu, mean_lv]), rtol=1e-9, atol=1e-9)
+    assert torch.allclose(got_se, se, rtol=1e-8)
+    cut, _ = _gradient_moments(inputs, reps, "closed", "sigma")
+    assert torch.allclose(cut[2:], (-0.5 * (s2 - 1)).mean(0), atol=1e-9)
+    # k = 1 IWAE: the same expected gradient (E ∇ L₁ = ∇ ELBO); detached z: expected gradient 0
+    assert torch.allclose(_gradient_moments(inputs, reps, "mc")[0], mean, atol=1e-9)
+    assert torch.allclose(_gradient_moments(inputs, reps, "mc", "z")[0], torch.zeros(4, dtype=torch.float64),
+                          atol=1e-9)
+
+
+def test_kolmogorov_smirnov_distance_and_threshold():
+    """_ks_distance is scipy's KS statistic; the threshold is the DKW bound at the z-tests' level."""
+    from scipy import stats
+
+    from vae_tutorial.check import _ALPHA, _KS_T, _ks_distance
+
+    e = torch.randn(5000, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    d, _ = _ks_distance(e)
+    assert d == pytest.approx(stats.kstest(e.numpy(), "norm").statistic, abs=1e-12)
+    assert 2 * math.exp(-2 * _KS_T**2) == pytest.approx(_ALPHA)
+    assert _ALPHA == pytest.approx(2 * stats.norm.sf(6.0))
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_the_review_mistakes_fail_whatever_the_generator(seed, capsys):
+    """R28/W26 (σ detached in the ELBO and in the bound) with a student's own generator; W12 (two-level noise)."""
+    g = torch.Generator().manual_seed(seed)
+
+    def noise(mu):
+        return torch.randn(mu.shape, generator=g, dtype=mu.dtype)
+
+    def sigma_detached(model, x):
+        mu, lv = model.encode(x)
+        return model.log_likelihood(x, model.decode(mu + torch.exp(0.5 * lv).detach() * noise(mu))) - _kl(mu, lv)
+
+    assert not check.elbo(sigma_detached)
+    assert "σ gets no gradient through the sample" in capsys.readouterr().out
+    assert not check.iwae_bound(_iwae_with(noise=lambda k, mu: torch.randn(k, *mu.shape, generator=g,
+                                                                          dtype=mu.dtype).detach(),
+                                           sigma=lambda lv: torch.exp(0.5 * lv).detach()))
+    assert "no gradient through the sample" in capsys.readouterr().out
+    assert not check.reparameterize(lambda mu, lv: mu + torch.exp(0.5 * lv) * _two_level(0.3)(mu))
+    assert "not normal" in capsys.readouterr().out

@@ -201,12 +201,12 @@ class _Case:
     block: str
     label: str
     make: Callable[[], dict]  # fresh, seeded inputs, in the function's argument order
-    judge: str = "values"  # "values", "seeded", "moments" or "reparameterize"
+    judge: str = "values"  # "values", "seeded", "moments", "reparameterize", "gradient", "noise" or "fresh"
     rtol: float = 1e-4
     atol: float = 1e-4
     note: str | None = None  # the hint shown if the student's function raises on this case
-    exact: Callable[[dict], _Moments] | None = None  # "moments": the correct estimator's law
-    reps: int = 0  # "moments": copies of each example in the batch given to the function
+    exact: Callable[[dict], _Moments | _GradLaw] | None = None  # "moments", "gradient": a correct answer's law
+    reps: int = 0  # "moments", "gradient": copies of each example in the batch given to the function
     grads: bool = False  # "seeded" elbo: also compare the gradients with the reference's
 
 
@@ -388,9 +388,9 @@ def _toy_vae(*, seed=0, likelihood="bernoulli", logvar=None, logit_scale=1.0, dt
     return model.to(dtype).eval()
 
 
-def _exact_posterior_vae(dtype=torch.float32, *, alpha=(0.0, 0.0),
-                         shape: tuple[int, ...] = (6,)) -> tuple[VAE, LinearGaussian]:
-    """Linear-Gaussian model (PPCA, D = 6, Z = 2) whose encoder is the exact posterior.
+def _exact_posterior_vae(dtype=torch.float32, *, alpha=(0.0, 0.0), shape: tuple[int, ...] = (6,),
+                         noise_var: float = 0.25, logvar=None) -> tuple[VAE, LinearGaussian]:
+    """Linear-Gaussian model (PPCA, D = prod(shape), Z = 2) whose encoder is the exact posterior.
 
     ``Wᵀ W`` is diagonal, so the posterior ``N(m, S²) = N(M⁻¹Wᵀ(x − b), σ² M⁻¹)`` is a
     diagonal Gaussian that the encoder represents exactly. Every importance weight is
@@ -400,13 +400,16 @@ def _exact_posterior_vae(dtype=torch.float32, *, alpha=(0.0, 0.0),
     ``log w = log p(x) + log N(z; m, S²) − log N(z; m + αS, S²)
     = log p(x) − ‖α‖²/2 − αᵀε`` with ``z = m + αS + S ε``: the weights are exactly
     log-normal, so the distribution of ``L̂_k`` is known (see :func:`_iwae_moments`).
-    ``shape``: the data's shape per example (``(1, 2, 3)`` for image-like inputs).
+    ``shape``: the data's shape per example (``(1, 2, 3)`` for image-like inputs, ``(1, 28, 28)``
+    for log-weights on the scale of real images). ``noise_var``: the decoder's σ².
+    ``logvar``: replace the encoder's log-variances (the posterior's) by these two values
+    (then q is no longer the posterior's shape: used by the gradient cases).
     """
-    d, z = 6, 2
+    d, z = math.prod(shape), 2
     q, _ = torch.linalg.qr(torch.randn(d, z, generator=_g(7), dtype=torch.float64))
     w = q * torch.tensor([2.0, 0.7], dtype=torch.float64)
     b = torch.linspace(-1, 1, d, dtype=torch.float64)
-    ppca = LinearGaussian(w, b, 0.25)
+    ppca = LinearGaussian(w, b, noise_var)
     m = ppca._m()
     a = torch.linalg.solve(m, w.T)  # posterior mean = A (x − b)
     post_logvar = (ppca.noise_var / m.diagonal()).log()
@@ -414,21 +417,28 @@ def _exact_posterior_vae(dtype=torch.float32, *, alpha=(0.0, 0.0),
     # one linear layer each way; the Gaussian decoder's mean is the layer's output, W z + b
     with _seeded(0):  # the layers' default init draws from the global generator
         model = VAE(MLPEncoder(shape, [], z), MLPDecoder(z, [], shape), "gaussian",
-                    gaussian_logvar=math.log(0.25)).double()
+                    gaussian_logvar=math.log(noise_var)).double()
     with torch.no_grad():
         enc, dec = model.encoder.net[-1], model.decoder.net[-1]
         enc.weight.zero_()
         enc.weight[:z] = a
         enc.bias[:z] = -a @ b + shift
-        enc.bias[z:] = post_logvar
+        enc.bias[z:] = post_logvar if logvar is None else torch.tensor(logvar, dtype=torch.float64)
         dec.weight.copy_(w)
         dec.bias.copy_(b)
-        model.obs_logvar.fill_(math.log(0.25))  # the buffer was made in float32: reset it exactly
+        model.obs_logvar.fill_(math.log(noise_var))  # the buffer was made in float32: reset it exactly
     return model.to(dtype).eval(), ppca
 
 
 def _ppca_data(b: int, seed: int, dtype=torch.float32) -> Tensor:
     return _randn(b, 6, seed=seed, dtype=dtype)
+
+
+def _ppca_samples(ppca: LinearGaussian, b: int, seed: int, dtype=torch.float32) -> Tensor:
+    """``b`` draws ``x = W z + b + σ n`` from the linear-Gaussian model, ``(b, D)``."""
+    z = _randn(b, ppca.weight.shape[1], seed=seed, dtype=torch.float64)
+    noise = _randn(b, ppca.weight.shape[0], seed=seed + 1, dtype=torch.float64)
+    return (z @ ppca.weight.T + ppca.bias + ppca.noise_var.sqrt() * noise).to(dtype)
 
 
 def _kl_inputs(b, z, *, seed, dtype=torch.float32, lv=None, mu_scale=1.5, transpose=False):
@@ -496,10 +506,39 @@ def _vae_inputs(b, *, seed=0, x_seed=3, transpose=False, dtype=torch.float32, **
     return {"model": model, "x": x}
 
 
+_MONO_SHAPE = (1, 2, 2)
+_MONO_MU = (0.3, -0.5)
+_MONO_LOGVAR = (0.7, -1.0)
+_MONO_SLOPE = 0.5  # the decoder's logit ℓ = 0.5 ε_1: ε_1 ∈ [−6, 6] keeps sigmoid(ℓ) in [0.05, 0.95]
+
+
+def _monotone_vae(dtype=torch.float32) -> VAE:
+    """A linear VAE (Z = 2, Bernoulli, ``(1, 2, 2)`` images) whose ELBO reveals ε_1.
+
+    The encoder ignores x (``μ``, ``log σ²`` fixed); every pixel's logit is
+    ``ℓ = w (z_1 − μ_1) = _MONO_SLOPE · ε_1`` (z_2 is ignored). With all pixels on,
+    ``log p_θ(x|z) = D log sigmoid(ℓ)`` is increasing in ε_1: see :func:`_judge_elbo_noise`.
+    """
+    with _seeded(0):
+        model = VAE(MLPEncoder(_MONO_SHAPE, [], 2), MLPDecoder(2, [], _MONO_SHAPE), "bernoulli")
+    w = _MONO_SLOPE / math.exp(0.5 * _MONO_LOGVAR[0])
+    with torch.no_grad():
+        enc, dec = model.encoder.net[-1], model.decoder.net[-1]
+        enc.weight.zero_()
+        enc.bias.copy_(torch.tensor([*_MONO_MU, *_MONO_LOGVAR]))
+        dec.weight.zero_()
+        dec.weight[:, 0] = w
+        dec.bias.fill_(-w * _MONO_MU[0])
+    return model.to(dtype).eval()
+
+
 def _ppca_inputs(b, k=None, *, dtype=torch.float32, seed=5, transpose=False, alpha=(0.0, 0.0),
-                 shape=(6,)):
-    model, _ = _exact_posterior_vae(dtype, alpha=alpha, shape=shape)
-    x = _ppca_data(b, seed, dtype).reshape(b, *shape)
+                 shape=(6,), noise_var=0.25, logvar=None):
+    model, ppca = _exact_posterior_vae(dtype, alpha=alpha, shape=shape, noise_var=noise_var, logvar=logvar)
+    if math.prod(shape) == 6:
+        x = _ppca_data(b, seed, dtype).reshape(b, *shape)
+    else:  # many dimensions: data from the model itself, so that log p(x) is that of a typical x
+        x = _ppca_samples(ppca, b, seed, dtype).reshape(b, *shape)
     if transpose:
         x = x.transpose(-1, -2).contiguous().transpose(-1, -2)
     return {"model": model, "x": x} if k is None else {"model": model, "x": x, "k": k}
@@ -545,8 +584,15 @@ class _Moments:
     what: str = "ELBO"
 
 
-_MC_KL = ("you estimated the KL from the sampled z, as log q_φ(z|x) − log p(z): unbiased, but noisier "
-          "than the closed form this check (and the book) uses: KL = −½ Σ_j (1 + log σ_j² − μ_j² − σ_j²)")
+_OTHER_ESTIMATOR = ("a valid estimator of the ELBO, but not the one this exercise asks for: draw one "
+                    "z = μ + σ ε per example and subtract the KL in closed form, "
+                    "KL = −½ Σ_j (1 + log σ_j² − μ_j² − σ_j²), as vt.elbo does")
+_MC_KL = ("you estimated the KL from the sampled z, as log q_φ(z|x) − log p(z). That is " + _OTHER_ESTIMATOR)
+
+
+def _average_of(s: int, mc: bool) -> str:
+    return (f"your ELBO has the right mean but varies like an average over {s} samples of z"
+            f"{' with the KL estimated from the samples' if mc else ''}. That is " + _OTHER_ESTIMATOR)
 
 
 def _elbo_moments(inputs: dict) -> _Moments:
@@ -554,8 +600,10 @@ def _elbo_moments(inputs: dict) -> _Moments:
 
     With ``z = μ + σ ε`` the estimator is ``f(ε) = log p_θ(x|z) − KL`` (closed-form KL);
     ``log p_θ(x|z) + log p(z) − log q_φ(z|x)`` (KL estimated from the same z) has the same
-    mean and a larger spread, and is recognised as a known variant. With Z = 2 and 40² nodes the moments are exact to ~1e-10 for the
-    smooth decoders used here (the linear-Gaussian one is a polynomial in ε: exact).
+    mean and another spread, as does an average over S samples of z (spread ÷ S): both are valid
+    estimators that this check does not accept, recognised with a hint that says so. With
+    Z = 2 and 60² nodes the moments are exact to ~1e-10 for the smooth decoders used here
+    (the linear-Gaussian one is a polynomial in ε: exact).
     """
     model = copy.deepcopy(inputs["model"]).double()
     x = inputs["x"].double()
@@ -582,8 +630,11 @@ def _elbo_moments(inputs: dict) -> _Moments:
              rec_mean - (0.5 * (mu.pow(2) + torch.exp(0.5 * logvar) - 1 - logvar)).sum(-1)),
             (("your average equals the ELBO at z = μ: the reconstruction must be evaluated at a sampled "
              "z = μ + σ ε, not at μ"), rec_at_mean - kl)]
-    return _Moments(mean, {"KL in closed form": (var_kl, m4_kl)},
-                    [(h, a, None) for h, a in alts] + [(_MC_KL, mean, var_mc)], "ELBO")
+    # valid estimators that this check does not accept (R30): the same mean, another spread
+    others = [(_MC_KL, mean, var_mc)] + [(_average_of(s, mc), mean, v / s)
+                                         for s in range(2, 9) for mc, v in ((False, var_kl), (True, var_mc))]
+    return _Moments(mean, {"KL in closed form": (var_kl, m4_kl)}, [(h, a, None) for h, a in alts] + others,
+                    "ELBO")
 
 
 def _log_mean_exp_moments(alpha: float, k: int) -> tuple[float, float, float]:
@@ -624,6 +675,93 @@ def _iwae_moments(inputs: dict, alpha: tuple[float, float]) -> _Moments:
                     [(h, m, torch.full_like(log_px, v)) for h, m, v in alts], "bound")
 
 
+@dataclass
+class _GradLaw:
+    """The law of the batch-mean gradient of a correct answer w.r.t. the encoder's output bias.
+
+    ``mean``, ``se`` ``(2Z,)``: exact expectation and standard error (for the case's batch), in
+    the order (μ_1..μ_Z, log σ²_1..log σ²_Z); ``alternatives``: ``(hint, mean, se)`` of known
+    mistakes.
+    """
+
+    mean: Tensor
+    se: Tensor
+    alternatives: list[tuple[str, Tensor, Tensor]]
+    what: str = "ELBO"
+
+
+def _gradient_moments(inputs: dict, reps: int, estimator: str, cut: str | None = None) -> tuple[Tensor, Tensor]:
+    """Exact mean and standard error of ``(1/(R·B)) Σ_rows ∂f/∂(μ, log σ²)`` by Gauss–Hermite quadrature.
+
+    The encoder's last layer outputs ``(μ, log σ²)``, so the gradient of a batch sum w.r.t. its
+    bias is the sum over rows of each row's ``∂f/∂(μ, log σ²)``. ``f(ε)`` is one row's estimator
+    with ``z = μ + σ ε``: ``"closed"``, ``log p_θ(x|z) − KL`` (closed-form KL); ``"mc"``,
+    ``log p_θ(x|z) + log p(z) − log q_φ(z|x)`` (the one-sample IWAE, L₁); ``"stl"``, the same
+    with q's parameters detached in ``log q`` (a valid lower-variance estimator of the same
+    gradient). ``cut``: a mistake, ``"sigma"`` (σ detached in z) or ``"z"`` (z detached).
+    Each of the B examples is repeated R times, so the variance is ``Σ_i Var_i / (B² R)``.
+    """
+    model = copy.deepcopy(inputs["model"]).double()
+    x = inputs["x"].double()
+    with torch.no_grad():
+        mu, logvar = model.encode(x)
+    b, zdim = mu.shape
+    eps, w = _gauss_hermite(zdim)
+    n = eps.shape[0]
+    mu_e = mu.unsqueeze(1).expand(b, n, zdim).reshape(-1, zdim).clone().requires_grad_()
+    lv_e = logvar.unsqueeze(1).expand(b, n, zdim).reshape(-1, zdim).clone().requires_grad_()
+    std = torch.exp(0.5 * lv_e)
+    z = mu_e + (std.detach() if cut == "sigma" else std) * eps.repeat(b, 1)
+    if cut == "z":
+        z = z.detach()
+    xs = x.unsqueeze(1).expand(b, n, *x.shape[1:]).reshape(b * n, *x.shape[1:])
+    f = model.log_likelihood(xs, model.decode(z))
+    if estimator == "closed":
+        f = f - losses.kl_standard_normal(mu_e, lv_e)
+    else:
+        q_mu, q_lv = (mu_e.detach(), lv_e.detach()) if estimator == "stl" else (mu_e, lv_e)
+        f = f + losses.gaussian_log_likelihood(z, torch.zeros_like(z), 0.0) - losses.gaussian_log_likelihood(
+            z, q_mu, q_lv)
+    g = torch.cat([gr if gr is not None else torch.zeros_like(mu_e)
+                   for gr in torch.autograd.grad(f.sum(), (mu_e, lv_e), allow_unused=True)], -1).view(b, n, -1)
+    mean = (w[:, None] * g).sum(1)  # (B, 2Z)
+    var = (w[:, None] * (g - mean.unsqueeze(1)).pow(2)).sum(1)
+    return mean.mean(0).detach(), (var.sum(0) / (b * b * reps)).sqrt().detach()
+
+
+_KEEP_SIGMA = ("Keep σ = exp(½ log σ²) in the graph: no .detach(), .data, torch.no_grad() or torch.normal "
+               "around the sampling")
+_CUT_SIGMA = ("your gradient with respect to log σ² matches an ELBO whose σ gets no gradient through the "
+              "sample (σ detached in z = μ + σ ε): only the KL then trains σ, and pulls it to 1 (chapter 4). "
+              + _KEEP_SIGMA)
+_CUT_SIGMA_BOUND = ("your gradient with respect to log σ² matches a bound whose σ gets no gradient through the "
+                    "sample (σ detached in z = μ + σ ε): the data then no longer train σ. " + _KEEP_SIGMA)
+_CUT_Z = ("your gradient matches samples z detached from μ and σ (torch.normal, .detach(), .data, "
+          "sample() instead of rsample()): draw z = μ + σ ε from the encoder's outputs so that the "
+          "gradient flows through the samples")
+
+
+def _elbo_gradient_law(inputs: dict, reps: int) -> _GradLaw:
+    """One-sample ELBO with the closed-form KL; mistakes: σ or z detached in the sample."""
+    mean, se = _gradient_moments(inputs, reps, "closed")
+    alts = [(h, *_gradient_moments(inputs, reps, "closed", cut)) for h, cut in ((_CUT_SIGMA, "sigma"),
+                                                                                (_CUT_Z, "z"))]
+    return _GradLaw(mean, se, alts, "ELBO")
+
+
+def _iwae_gradient_law(inputs: dict, reps: int) -> _GradLaw:
+    """L₁ (k = 1: log w with log q and log p at the sample); E ∇_φ L₁ = ∇_φ ELBO.
+
+    Its standard error is the larger of the full pathwise gradient's and the
+    sticking-the-landing one's (q's parameters detached in log q), so both pass.
+    """
+    mean, se = _gradient_moments(inputs, reps, "mc")
+    se = torch.maximum(se, _gradient_moments(inputs, reps, "stl")[1])
+    alts = [(h, *_gradient_moments(inputs, reps, "mc", cut)) for h, cut in ((_CUT_SIGMA_BOUND, "sigma"),
+                                                                             (_CUT_Z, "z"))]
+    return _GradLaw(mean, se, alts, "bound")
+
+
 _EXTREME = 50.0
 _REPARAM_ROWS = 200_000  # rows of the statistical reparameterize case (5 columns: 10⁶ draws)
 _ELBO_REPS = 50_000  # copies of each example in the statistical ELBO cases
@@ -631,6 +769,11 @@ _ELBO_LOGVAR = (-1.0, 0.7)  # the MLP VAE's posterior log-variances (σ ≠ σ²
 _ELBO_LOGIT_SCALE = 3.0  # a curved log p(x|z), so that the noise changes the mean too
 _IWAE_REPS = 50_000
 _IWAE_ALPHA = (1.2, 0.9)  # encoder shift in posterior standard deviations: ‖α‖ = 1.5
+_GRAD_LOGVAR = (-1.0, 0.5)  # (the labels quote it) gradient cases: σ = (0.61, 1.28), neither the posterior's nor the prior's
+_GRAD_REPS = 50_000
+_NOISE_ROWS = 200_000  # draws of ε_1 recovered from the ELBO
+_IMAGE_SHAPE = (1, 28, 28)
+_IMAGE_NOISE_VAR = 0.1  # log w ≈ −220 … −260: exp(log w) underflows to 0 in float32 (below −104)
 _F64 = dict(rtol=1e-8, atol=1e-8)
 
 _CASES: tuple[_Case, ...] = (
@@ -713,6 +856,18 @@ _CASES: tuple[_Case, ...] = (
           lambda: _vae_inputs(2, seed=5, logvar=_ELBO_LOGVAR, logit_scale=_ELBO_LOGIT_SCALE, smooth=True,
                               transpose=True),
           judge="moments", exact=_elbo_moments, reps=_ELBO_REPS // 4),
+    # ... the gradient at moderate σ: through σ too (R28) ...
+    _Case("elbo", "gradient at moderate σ (linear-Gaussian decoder, log σ² = (−1, 0.5)): batch mean "
+          f"over {_GRAD_REPS} draws of each example",
+          lambda: _ppca_inputs(4, alpha=_IWAE_ALPHA, logvar=_GRAD_LOGVAR), judge="gradient",
+          exact=lambda i: _elbo_gradient_law(i, _GRAD_REPS), reps=_GRAD_REPS),
+    # ... the whole law of the noise, read back from the ELBO ...
+    _Case("elbo", f"law of the noise: ε_1 recovered from {_NOISE_ROWS} ELBOs (monotone decoder)",
+          lambda: {"model": _monotone_vae(), "x": torch.ones(_NOISE_ROWS, *_MONO_SHAPE)}, judge="noise"),
+    # ... and fresh noise at every call
+    _Case("elbo", "fresh noise: two calls on the same batch",
+          lambda: _vae_inputs(4, seed=1, logvar=_ELBO_LOGVAR, logit_scale=_ELBO_LOGIT_SCALE, smooth=True),
+          judge="fresh"),
     # IWAE bound: with the exact posterior every weight is p(x), so L_k = log p(x) for any noise ...
     _Case("iwae_bound", "exact posterior (linear-Gaussian model): L_k = log p(x), k = 7",
           lambda: _ppca_inputs(6, 7), judge="seeded"),
@@ -723,11 +878,20 @@ _CASES: tuple[_Case, ...] = (
           judge="seeded", **_F64),
     _Case("iwae_bound", "non-contiguous x (exact posterior), k = 3", lambda: _ppca_inputs(5, 3, transpose=True),
           judge="seeded"),
+    _Case("iwae_bound", f"real-image scale: x of shape {_IMAGE_SHAPE}, log w ≈ −220 … −260 (exact posterior), k = 5",
+          lambda: _ppca_inputs(4, 5, seed=21, shape=_IMAGE_SHAPE, noise_var=_IMAGE_NOISE_VAR), judge="seeded"),
     # ... and with a shifted encoder the weights are log-normal: the law of L̂_k is known
     *[_Case("iwae_bound", f"log-normal weights (shifted posterior), k = {k}: mean and spread over "
             f"{_IWAE_REPS} draws", lambda k=k: _ppca_inputs(2, k, seed=9, alpha=_IWAE_ALPHA),
             judge="moments", exact=lambda i: _iwae_moments(i, _IWAE_ALPHA), reps=_IWAE_REPS)
       for k in (3, 2, 1)],
+    # the gradient: E ∇_φ L̂_1 = ∇_φ ELBO, known in closed form (R29)
+    _Case("iwae_bound", "gradient, k = 1 (shifted posterior, log σ² = (−1, 0.5)): batch mean over "
+          f"{_GRAD_REPS} draws of each example",
+          lambda: _ppca_inputs(4, 1, alpha=_IWAE_ALPHA, logvar=_GRAD_LOGVAR), judge="gradient",
+          exact=lambda i: _iwae_gradient_law(i, _GRAD_REPS), reps=_GRAD_REPS),
+    _Case("iwae_bound", "fresh noise: two calls on the same batch, k = 3",
+          lambda: _ppca_inputs(2, 3, seed=9, alpha=_IWAE_ALPHA), judge="fresh"),
 )
 
 
@@ -873,9 +1037,7 @@ def _judge_moments(block, case, fn) -> _Failure | None:
     exact = case.exact(inputs)
     x, r = inputs["x"], case.reps
     b = x.shape[0]
-    xr = x.repeat(r, *[1] * (x.dim() - 1))  # row i holds example i mod B
-    if not x.is_contiguous():
-        xr = xr.transpose(-1, -2).contiguous().transpose(-1, -2)
+    xr = _repeat_rows(x, r)  # row i holds example i mod B
     with torch.no_grad(), _seeded(_SEED):
         got = _as_output(_call(fn, *{**inputs, "x": xr}.values())).detach()
     failure = _shape_failure(block, got, (r * b,))
@@ -917,9 +1079,7 @@ def _judge_moments(block, case, fn) -> _Failure | None:
             f"standard deviation is {sd.item():.4g} ± {sd_se.item():.2g}, a correct one has "
             f"{var[j].sqrt().item():.4g} ({abs(zv[j].item()):.0f} standard errors away)",
             [f"measured over {draws}"],
-            hint or ("the noise has the wrong scale: z = μ + σ ε with σ = exp(½ log σ²) (not exp(log σ²), "
-                     "not log σ², no extra factor) and ε ~ N(0, I) (torch.randn_like, not torch.rand_like)"
-                     if what == "ELBO" else
+            hint or (_noise_diagnosis(block, fn) if what == "ELBO" else
                      "use k independent samples z_1..z_k ~ q_φ(z|x) = N(μ, σ²) per example, "
                      "σ = exp(½ log σ²)"))
     j = int(z_mean.abs().argmax())
@@ -930,72 +1090,256 @@ def _judge_moments(block, case, fn) -> _Failure | None:
         hint or block.formula)
 
 
+def _repeat_rows(x: Tensor, r: int) -> Tensor:
+    """``x`` repeated ``r`` times along the batch (row i holds example i mod B), same layout."""
+    xr = x.repeat(r, *[1] * (x.dim() - 1))
+    if not x.is_contiguous():
+        xr = xr.transpose(-1, -2).contiguous().transpose(-1, -2)
+    return xr
+
+
+def _judge_gradient(block, case, fn) -> _Failure | None:
+    """The batch-mean gradient of ``fn`` w.r.t. the encoder's bias (μ and log σ²), at moderate σ.
+
+    Each example is repeated ``reps`` times; the gradient of the batch mean is an average of
+    ``reps · B`` independent per-row gradients, whose exact mean and standard error come from
+    quadrature (:func:`_gradient_moments`); each of the 2Z components is z-tested at ``_Z``.
+    """
+    inputs = case.make()
+    law = case.exact(inputs)
+    model, x, r = inputs["model"], inputs["x"], case.reps
+    n = r * x.shape[0]
+    bias = model.encoder.net[-1].bias
+    with _seeded(_SEED):
+        got = _as_output(_call(fn, *{**inputs, "x": _repeat_rows(x, r)}.values()))
+    failure = _shape_failure(block, got, (n,))
+    if failure is not None:
+        return failure
+    if not got.requires_grad:
+        return _Failure(f"your {law.what} carries no gradient to the model's parameters", [],
+                        "compute it from model.encode / model.decode outputs without torch.no_grad(), "
+                        ".detach(), .item() or .data: training maximises it by gradient ascent")
+    (g,) = torch.autograd.grad(got.sum(), (bias,), allow_unused=True)
+    if g is None:
+        return _Failure(f"your {law.what} carries no gradient to the encoder", [], _CUT_Z)
+    g = g.detach().double() / n
+    zdim = g.numel() // 2
+    names = [f"μ_{j + 1}" for j in range(zdim)] + [f"log σ²_{j + 1}" for j in range(zdim)]
+    z = (g - law.mean) / law.se
+    if bool((z.abs() <= _Z).all()) and bool(torch.isfinite(g).all()):
+        return None
+    j = int(torch.nan_to_num(z.abs(), nan=math.inf).argmax())
+    hint = next((h for h, m, se in law.alternatives
+                 if bool(((g - m).abs() <= _Z * torch.maximum(se, law.se) + 1e-4 * m.abs()).all())),
+                "the noise must enter as z = μ + σ ε with σ = exp(½ log σ²), computed from model.encode(x), "
+                "so that gradients flow through μ and σ (rsample(), not sample() or torch.normal)")
+    sigmas = ", ".join(f"{s:.2f}" for s in torch.exp(0.5 * model.encode(x[:1])[1].detach()).reshape(-1).tolist())
+    return _Failure(
+        f"the gradient of your {law.what} with respect to the encoder's {names[j]} is wrong on average: "
+        f"its batch mean is {g[j].item():.4g}, the exact expectation {law.mean[j].item():.4g} ± "
+        f"{law.se[j].item():.2g} ({abs(z[j].item()):.0f} standard errors away)",
+        [(f"σ = ({sigmas}); batch of {n} rows ({r} copies of each example, each with its own noise); "
+          "the expectation is exact (quadrature)"),
+         "all components: got " + ", ".join(f"{v:.4g}" for v in g.tolist())
+         + "; expected " + ", ".join(f"{v:.4g}" for v in law.mean.tolist())],
+        hint)
+
+
+def _judge_elbo_noise(block, case, fn) -> _Failure | None:
+    """ε₁ recovered from the ELBO on :func:`_monotone_vae`, tested by :func:`_noise_law`.
+
+    There ``log p_θ(x|z) = D log sigmoid(ℓ)``, ``ℓ = s ε₁`` (all D pixels on, the decoder reads
+    z₁ only), increasing in ε₁, so each value gives back its ε₁ exactly:
+    ``ℓ = logit(exp((ELBO + KL)/D))``.
+    """
+    inputs = case.make()
+    x = inputs["x"]
+    n = x.shape[0]
+    with torch.no_grad(), _seeded(_SEED):
+        got = _as_output(_call(fn, *inputs.values())).detach()
+    failure = _shape_failure(block, got, (n,))
+    if failure is not None:
+        return failure
+    with torch.no_grad():
+        mu, logvar = inputs["model"].encode(x[:1])
+        kl = losses.kl_standard_normal(mu.double(), logvar.double())
+    r = (got.double() + kl) / x[0].numel()  # log sigmoid(ℓ) per pixel
+    if not bool(torch.isfinite(r).all()) or bool((r >= 0).any()):
+        return _Failure("your ELBO is not log p_θ(x|z) − KL for any z: on this model it must stay below "
+                        f"−KL = {-kl.item():.4g}", [f"got {_short(got)}"], block.formula)
+    eps = (r - torch.log(-torch.expm1(r))) / _MONO_SLOPE
+    return _noise_law(eps.unsqueeze(1), [f"z_1 (μ = {_MONO_MU[0]:g}, log σ² = {_MONO_LOGVAR[0]:g})"],
+                      torch.tensor(_MONO_LOGVAR[:1]),
+                      source=("ε_1 = (z_1 − μ_1)/σ_1 recovered from your ELBO values: on this model "
+                              "log p_θ(x|z) depends on z_1 alone, and monotonically"))
+
+
+def _noise_diagnosis(block, fn) -> str:
+    """The hint for an ELBO whose spread is wrong for no recognised reason: what the law of its
+    noise, read back on :func:`_monotone_vae`, shows (a wrong scale, or a noise that is not normal)."""
+    scale = ("the noise has the wrong scale or law: z = μ + σ ε with σ = exp(½ log σ²) (not exp(log σ²), "
+             "not log σ², no extra factor) and ε ~ N(0, I) (torch.randn_like, not torch.rand_like)")
+    try:
+        probe = _judge_elbo_noise(block, next(c for c in _CASES if c.judge == "noise"), fn)
+    except Exception:  # noqa: BLE001 - only a diagnosis: fall back to the general hint
+        return scale
+    if probe is None or not probe.what.startswith(("your noise", "the noise")):
+        return scale
+    return f"read back from your ELBO on a model that reveals ε, {probe.what}: {probe.hint}"
+
+
+def _judge_fresh(block, case, fn) -> _Failure | None:
+    """Two calls on the same batch, one after the other, must use different noise."""
+    inputs = case.make()
+    args = list(inputs.values())
+    with torch.no_grad(), _seeded(_SEED):
+        first = _as_output(_call(fn, *args)).detach().clone()
+        second = _as_output(_call(fn, *args)).detach()
+    if first.shape == second.shape and bool(torch.equal(first, second)):
+        what = "ELBO" if block.name == "elbo" else "bound"
+        return _Failure(f"two calls on the same batch returned exactly the same {what}: the noise is not fresh",
+                        [f"both calls returned {_short(first)}"],
+                        "do not re-seed inside your function (torch.manual_seed, or a torch.Generator created "
+                        "and seeded there): every call must draw new noise, or training sees the same ε for "
+                        "an example at every step")
+    return None
+
+
 _INSIDE_1 = math.erf(1 / math.sqrt(2))  # P(|ε| < 1) = 0.6827 for ε ~ N(0, 1)
+_ALPHA = math.erfc(_Z / math.sqrt(2))  # 2.0e-9: the probability that one z-test rejects a correct answer
+# Kolmogorov–Smirnov: √n · sup_t |F_n(t) − Φ(t)| exceeds t with probability ≤ 2 e^{−2t²} for every n
+# (the Dvoretzky–Kiefer–Wolfowitz inequality with Massart's constant): t = 3.22 gives _ALPHA
+_KS_T = math.sqrt(0.5 * math.log(2 / _ALPHA))
+_DUPLICATES = 0.01  # fraction of repeated noise values (rows, or pairs of columns) that fails a check
 
 
-def _noise_law(eps: Tensor, mu: Tensor, logvar: Tensor) -> _Failure | None:
-    """z-tests (threshold ``_Z``) that ε = (z − μ)/σ ``(n, C)`` holds independent N(0, 1) draws.
+def _ks_distance(e: Tensor) -> tuple[float, float]:
+    """``sup_t |F_n(t) − Φ(t)|`` for the draws ``e (n,)``, and the ``t`` where it is reached."""
+    s = torch.from_numpy(np.sort(e.detach().double().numpy()))  # NumPy sorts ~10× faster here
+    n = s.numel()
+    cdf = torch.special.ndtr(s)
+    i = torch.arange(1, n + 1, dtype=s.dtype)
+    gap = torch.maximum(i / n - cdf, cdf - (i - 1) / n)
+    j = int(gap.argmax())
+    return float(gap[j]), float(s[j])
 
-    Per column and pooled: the mean (standard error 1/√n), the mean square (√(2/n): an sd
-    of 1.03 is 43 standard errors away with n = 10⁶), the fraction inside ±1 (the shape:
-    uniform or ±1 noise); pooled: the correlation of neighbouring columns and of
-    neighbouring rows (noise shared between dimensions or examples).
+
+def _repeated_rows(a: Tensor) -> int:
+    """How many rows of ``a (n, C)`` repeat an earlier row, entries rounded to 2⁻¹²."""
+    # rounding absorbs float32 rounding in z = μ + σ ε (|error| ≲ 1e-6 in ε); each row is then
+    # hashed to one 64-bit integer (a wrapped random linear combination of its rounded entries)
+    keys = np.rint(a.detach().double().numpy() * 4096).astype(np.int64).view(np.uint64)
+    mult = np.random.default_rng(0).integers(1, 2**63, size=a.shape[1], dtype=np.uint64) | np.uint64(1)
+    with np.errstate(over="ignore"):
+        h = (keys * mult).sum(1)
+    return int(h.size - np.unique(h).size)
+
+
+def _noise_law(eps: Tensor, columns: list[str], logvar: Tensor, source: str | None = None) -> _Failure | None:
+    """Tests (each rejecting a correct answer with probability ≤ ``_ALPHA``) that ε ``(n, C)`` holds
+    independent N(0, 1) draws.
+
+    ``columns`` names each column (its μ and log σ²), ``logvar (C,)`` its log σ² (to recognise
+    σ² used as σ); ``source`` says how ε was obtained. Per column and pooled: z-tests of the mean
+    (standard error 1/√n), the mean square (√(2/n): an sd of 1.03 is 43 standard errors away
+    with n = 10⁶), the fraction inside ±1 (√(p(1 − p)/n)) and the mean 4th power (E ε⁴ = 3,
+    √(96/n)), and a Kolmogorov–Smirnov test of the whole distribution function (rejects when
+    √n · sup|F_n − Φ| > 3.22, by the DKW inequality: any law whose distribution function is
+    0.0032 away from Φ somewhere, e.g. a two-point noise with N(0, 1)'s mean, variance and
+    P(|ε| < 1)). Independence, pooled: z-tests of the correlation of neighbouring columns and
+    of neighbouring rows, and of their squares (noise that is uncorrelated but dependent, e.g.
+    |ε| shared); and exact repeats: rows that repeat another row up to sign (noise reused or
+    mirrored across examples), pairs of columns equal up to sign in more than 1 % of rows.
     """
     n, cols = eps.shape
-    lv = logvar.detach()[0].double()
+    details = [source] if source else []
     if bool(((eps - eps[:1]).abs() < 1e-3).all()):
-        return _Failure(f"every row (example) got the same noise ε = (z − μ)/σ = {_short(eps[0])}", [],
+        return _Failure(f"every row (example) got the same noise ε = (z − μ)/σ = {_short(eps[0])}", details,
                         "draw ε with the shape of μ, one independent value per example and dimension: "
                         "torch.randn_like(mu), not torch.randn(latent_dim)")
     if cols > 1 and bool(((eps - eps[:, :1]).abs() < 1e-3).all()):
-        return _Failure("all latent dimensions of an example got the same noise ε = (z − μ)/σ", [],
+        return _Failure("all latent dimensions of an example got the same noise ε = (z − μ)/σ", details,
                         "draw ε with the shape of μ, one independent value per example and dimension: "
                         "torch.randn_like(mu), not torch.randn(batch_size, 1)")
-
-    def where(j):
-        if j is None:
-            return "all columns pooled"
-        return f"column {j} (μ = {mu[0, j].item():g}, log σ² = {lv[j].item():g})"
-
+    lv = logvar.detach().double()
     sd = eps.pow(2).mean(0).sqrt()
     large = lv.abs() > 0.5  # columns where σ and σ² = exp(log σ²) differ
     used_var = bool(large.any()) and bool(((sd / (0.5 * lv).exp() - 1).abs() < 0.01)[large].all())
     hint_sd = ("σ = exp(½ log σ²): you used σ² = exp(log σ²) as the standard deviation" if used_var else
                "z = μ + σ ε with σ = exp(½ log σ²) exactly and ε ~ N(0, 1) (torch.randn_like(mu)): "
                "no extra factor on the noise")
+    hint_law = "ε ~ N(0, 1): torch.randn_like(mu) (not rand_like, not a ±1, two-level or scaled uniform noise)"
     p_in = _INSIDE_1 * (1 - _INSIDE_1)
-    checks = []  # (z, message, hint), the most telling first
-    for j in [None, *range(cols)]:
-        e = eps if j is None else eps[:, j]
+    checks = []  # (z, message, hint), the most telling first; a KS "z" is scaled to the same threshold
+    for j in [None, *range(cols)] if cols > 1 else [0]:
+        e = eps.reshape(-1) if j is None else eps[:, j]
+        where = "all columns pooled" if j is None else columns[j]
         k = e.numel()
         mean, ms, inside = e.mean(), e.pow(2).mean(), (e.abs() < 1).double().mean()
+        m4 = e.pow(4).mean()
+        ks, at = _ks_distance(e)
         checks += [
             (mean * math.sqrt(k),
-             (f"your noise ε = (z − μ)/σ has mean {mean.item():.4f} ± {math.sqrt(1 / k):.4f} in {where(j)}, "
-             "expected 0"),
+             f"your noise ε = (z − μ)/σ has mean {mean.item():.4f} ± {math.sqrt(1 / k):.4f} in {where}, expected 0",
              "ε ~ N(0, 1) has mean 0: torch.randn_like(mu), not torch.rand_like (uniform on [0, 1])"),
             ((ms - 1) / math.sqrt(2 / k),
              (f"your noise ε = (z − μ)/σ has standard deviation {ms.sqrt().item():.4f} ± "
-             f"{math.sqrt(0.5 / k):.4f} in {where(j)}, expected 1"), hint_sd),
+              f"{math.sqrt(0.5 / k):.4f} in {where}, expected 1"), hint_sd),
             ((inside - _INSIDE_1) / math.sqrt(p_in / k),
              (f"your noise is not normal: a fraction {inside.item():.4f} ± {math.sqrt(p_in / k):.4f} of "
-             f"ε = (z − μ)/σ lies in (−1, 1) in {where(j)}, a N(0, 1) puts {_INSIDE_1:.4f} there"),
-             "ε ~ N(0, 1): torch.randn_like(mu) (not rand_like, not a ±1 or scaled uniform noise)")]
-    if cols > 1:
-        r = (eps[:, 1:] * eps[:, :-1]).mean()
-        checks.append((r * math.sqrt(n * (cols - 1)),
-                       ("the noise of neighbouring latent dimensions is correlated: "
-                       f"E[ε_j ε_(j+1)] = {r.item():.4f}, expected 0"),
-                       "draw one independent ε per element: torch.randn_like(mu), not one per row"))
-    r = (eps[1:] * eps[:-1]).mean()
-    checks.append((r * math.sqrt((n - 1) * cols),
-                   f"the noise of neighbouring examples is correlated: E[ε_i ε_(i+1)] = {r.item():.4f}, expected 0",
-                   "draw one independent ε per element: torch.randn_like(mu), not one per column"))
+              f"ε = (z − μ)/σ lies in (−1, 1) in {where}, a N(0, 1) puts {_INSIDE_1:.4f} there"), hint_law),
+            ((m4 - 3) / math.sqrt(96 / k),
+             (f"your noise is not normal: the mean of ε⁴ is {m4.item():.3f} ± {math.sqrt(96 / k):.3f} in {where}, "
+              "a N(0, 1) has E ε⁴ = 3 (its tails are too light or too heavy)"), hint_law),
+            (ks * math.sqrt(k) * _Z / _KS_T,
+             (f"your noise is not normal: the distribution function of ε = (z − μ)/σ is {ks:.4f} away from "
+              f"N(0, 1)'s at ε = {at:.3f} in {where}; over {k} independent N(0, 1) draws it stays within "
+              f"{_KS_T / math.sqrt(k):.4f} (Kolmogorov–Smirnov)"), hint_law)]
+    failure = _first_rejection(checks, n, details)  # the law of each ε first: a discrete noise repeats too
+    if failure is not None:
+        return failure
+    checks = []
+    # exact repeats: a reused ε gives bit-identical z, so |ε| repeats to float precision (rows are
+    # compared only with 3 columns or more: single values collide by chance at that precision)
+    mag = eps.abs()
+    for j in range(cols):
+        for k in range(j + 1, cols):
+            same = float(((mag[:, j] - mag[:, k]).abs() <= 1e-5 * (1 + mag[:, j])).double().mean())
+            if same > _DUPLICATES:
+                return _Failure(f"{columns[j]} and {columns[k]} got the same noise (up to sign) in a fraction "
+                                f"{same:.3f} of the rows", details,
+                                "draw one independent ε per element: torch.randn_like(mu), not a few columns "
+                                "of noise repeated or mirrored across the latent dimensions")
+    repeats = _repeated_rows(mag) if cols >= 3 else 0
+    if repeats > _DUPLICATES * n:
+        return _Failure(f"{repeats} of your {n} rows (examples) repeat the noise of another row, up to its sign",
+                        details + ["independent draws repeat a whole row with probability ≈ 0"],
+                        "draw a fresh ε for every example: one torch.randn_like(mu) of the full shape of μ, "
+                        "not a smaller block repeated, concatenated or mirrored (−ε) to fill the batch")
+    hint_indep = "draw one independent ε per element: torch.randn_like(mu)"
+    pairs = [("latent dimensions", "ε_j", "ε_(j+1)", eps[:, 1:], eps[:, :-1])] if cols > 1 else []
+    pairs.append(("examples", "ε_i", "ε_(i+1)", eps[1:], eps[:-1]))
+    for what, a, b, x1, x2 in pairs:
+        m = x1.numel()
+        r = (x1 * x2).mean()
+        r2 = ((x1.pow(2) - 1) * (x2.pow(2) - 1)).mean()  # Var[(ε² − 1)(ε'² − 1)] = 2 · 2
+        checks += [
+            (r * math.sqrt(m), (f"the noise of neighbouring {what} is correlated: E[{a} {b}] = {r.item():.4f}, "
+                                "expected 0"), hint_indep),
+            (r2 * math.sqrt(m) / 2, (f"the noise of neighbouring {what} is dependent: E[({a}² − 1)({b}² − 1)] = "
+                                     f"{r2.item():.4f}, expected 0 (their sizes move together)"), hint_indep)]
+    return _first_rejection(checks, n, details)
+
+
+def _first_rejection(checks: list, n: int, details: list[str]) -> _Failure | None:
+    """The first of ``checks`` ``(z, message, hint)`` with ``|z| > _Z`` (a Kolmogorov–Smirnov
+    statistic enters scaled by ``_Z / _KS_T``), as a failure."""
     for z, what, hint in checks:
         if abs(float(z)) > _Z:
-            detail = (f"{abs(float(z)):.0f} standard errors away, over {n} draws per column "
-                      "(a correct answer is rejected with probability < 1e-7)")
-            return _Failure(what, [detail], hint)
+            away = (f"√n · distance = {float(z) * _KS_T / _Z:.1f}, above {_KS_T:.2f}" if "Kolmogorov" in what
+                    else f"{abs(float(z)):.0f} standard errors away")
+            detail = f"{away}, over {n} draws per column (a correct answer is rejected with probability < 1e-7)"
+            return _Failure(what, details + [detail], hint)
     return None
 
 
@@ -1028,7 +1372,9 @@ def _judge_reparameterize(block, case, fn) -> _Failure | None:
                         [f"column {col}: log σ² = {logvar.reshape(-1, logvar.shape[-1])[0, col].item():g}"],
                         "σ = exp(½ log σ²), not exp(log σ²) (the variance) nor log σ² itself")
     if mu.shape[0] >= 1000:
-        failure = _noise_law(eps, mu, logvar)
+        lv = logvar.detach()[0]
+        columns = [f"column {j} (μ = {mu[0, j].item():g}, log σ² = {lv[j].item():g})" for j in range(mu.shape[1])]
+        failure = _noise_law(eps, columns, lv)
         if failure is not None:
             return failure
     if not z.requires_grad:
@@ -1050,7 +1396,8 @@ def _judge_reparameterize(block, case, fn) -> _Failure | None:
 
 
 _JUDGES = {"values": _judge_values, "seeded": _judge_seeded, "moments": _judge_moments,
-           "reparameterize": _judge_reparameterize}
+           "reparameterize": _judge_reparameterize, "gradient": _judge_gradient, "noise": _judge_elbo_noise,
+           "fresh": _judge_fresh}
 
 
 def _run(name: str, fn) -> bool:
