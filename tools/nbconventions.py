@@ -124,6 +124,21 @@ def solution_cell(cell) -> None:
     cell.metadata["cellView"] = "form"
 
 
+# A solution's Markdown directive: ```{solution-start} label ... ```{solution-end} (or ::: fences)
+SOLUTION_MARKER = re.compile(r"^\s*(?:`{3,}|:{3,})\{solution-(start|end)\}", re.M)
+
+
+def inside_solution_after(source: str, inside: bool) -> bool:
+    """Whether a solution is open after a Markdown cell that was entered with ``inside``.
+
+    The cell's last ``{solution-start}`` or ``{solution-end}`` decides: one cell often ends a
+    solution, states the next exercise and starts its solution, and the code cells after it
+    belong to that solution. (Testing for each marker's presence left every such solution out.)
+    """
+    markers = SOLUTION_MARKER.findall(source)
+    return markers[-1] == "start" if markers else inside
+
+
 def apply(nb, stem: str):
     cells = nb.cells
     if not cells or cells[0].cell_type != "markdown":
@@ -140,10 +155,7 @@ def apply(nb, stem: str):
     inside = False
     for cell in cells:
         if cell.cell_type == "markdown":
-            if "{solution-start}" in cell.source:
-                inside = True
-            if "{solution-end}" in cell.source:
-                inside = False
+            inside = inside_solution_after(cell.source, inside)
         elif inside:
             solution_cell(cell)
     return nb
