@@ -39,7 +39,7 @@ INSTALL_TAG = "install"
 
 def repository_url() -> str:
     """The repository URL, read from its one place: ``_config.yml``'s ``repository.url``."""
-    match = re.search(r"^repository:\s*\n\s+url:\s*(\S+)", (ROOT / "_config.yml").read_text(), re.M)
+    match = re.search(r"^repository:\s*\n\s+url:\s*(\S+)", (ROOT / "_config.yml").read_text(), re.MULTILINE)
     if not match:
         raise SystemExit("_config.yml has no repository.url")
     return match.group(1)
@@ -125,7 +125,7 @@ def solution_cell(cell) -> None:
 
 
 # A solution's Markdown directive: ```{solution-start} label ... ```{solution-end} (or ::: fences)
-SOLUTION_MARKER = re.compile(r"^\s*(?:`{3,}|:{3,})\{solution-(start|end)\}", re.M)
+SOLUTION_MARKER = re.compile(r"^\s*(?:`{3,}|:{3,})\{solution-(start|end)\}", re.MULTILINE)
 
 
 def inside_solution_after(source: str, inside: bool) -> bool:
