@@ -138,6 +138,7 @@ import torch
 from torch import Tensor
 
 from . import losses
+from .errors import ArgumentTypeError
 from .models import VAE, MLPDecoder, MLPEncoder
 from .ppca import LinearGaussian
 
@@ -212,7 +213,7 @@ def _as_output(got) -> Tensor:
     if hasattr(got, "elbo") and isinstance(got.elbo, Tensor):
         got = got.elbo
     if not isinstance(got, Tensor):
-        raise TypeError(f"return a torch.Tensor, got {type(got).__name__}")
+        raise ArgumentTypeError(f"return a torch.Tensor, got {type(got).__name__}")
     return got
 
 

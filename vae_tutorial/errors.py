@@ -146,6 +146,48 @@ def check_finite_parameters(model, name: str = "model") -> None:
                                 "again (a lower learning rate helps) or load a good checkpoint")
 
 
+def expected_image_shape(model) -> tuple[int, ...] | None:
+    """The ``(C, H, W)`` (or ``(D,)``) of one data example that ``model`` reads, if it says.
+
+    Read from the model (``image_shape``, ``shape``) or its decoder (``image_shape``,
+    ``shape``, ``out_shape``); a discretised-logistic decoder outputs two channels per data
+    channel. ``None`` for a model that does not say (no check is then possible).
+    """
+    for owner in (model, getattr(model, "decoder", None)):
+        for attr in ("image_shape", "shape", "out_shape"):
+            value = getattr(owner, attr, None) if owner is not None else None
+            if isinstance(value, (tuple, list)) and value and all(isinstance(v, int) for v in value):
+                shape = tuple(value)
+                if owner is not model and getattr(model, "likelihood", None) == "discretized_logistic" \
+                        and attr == "out_shape" and shape[0] % 2 == 0:
+                    shape = (shape[0] // 2, *shape[1:])
+                return shape
+    return None
+
+
+def check_images(model, images: Tensor, name: str = "x") -> Tensor:
+    """Refuse images of another shape than ``model`` reads, before any work; match its dtype.
+
+    Returns ``images`` in the floating dtype of the model's weights (float64 or half data
+    for a float32 model are converted, as ``x.float()`` would; the data are 0/1 or grey
+    levels, which every float type holds). A flat ``(B, D)`` batch is accepted when D is the
+    number of values of one image.
+    """
+    if not isinstance(images, Tensor):
+        return images  # the caller's own type check names what was given
+    shape = expected_image_shape(model)
+    got = tuple(images.shape[1:])
+    if shape is not None and images.dim() >= 2 and got != shape and got != (math.prod(shape),):
+        raise DataError(f"{name}: the model reads examples of shape {shape}, but these have shape {got} "
+                        f"(a batch of {tuple(images.shape)}); use data of the size the model was built for, "
+                        "or build the model for this data's shape")
+    weight = next(iter(model.parameters()), None) if isinstance(model, torch.nn.Module) else None
+    if weight is not None and images.is_floating_point() and images.dtype != weight.dtype \
+            and weight.is_floating_point():
+        images = images.to(weight.dtype)
+    return images
+
+
 # Likelihood → the closed interval its data must lie in (None: any finite value).
 _LIKELIHOOD_RANGE = {"bernoulli": (0.0, 1.0), "continuous_bernoulli": (0.0, 1.0), "gaussian": None}
 

@@ -8,7 +8,7 @@ from torch import Tensor
 
 from .data import binarize
 from .device import resolve_device
-from .errors import DataError, check_finite_parameters, check_int, check_model, check_seed, unchecked_data
+from .errors import DataError, check_finite_parameters, check_images, check_int, check_model, check_seed, unchecked_data
 from .losses import elbo, estimate_log_likelihood
 from .train import _check_data_once, dataset_tensors
 
@@ -83,6 +83,7 @@ def _prepare(model, data, k, batch_size, device, seed, max_examples):
     conditional = hasattr(model, "num_classes")
     if conditional and labels is None:
         raise DataError("a ConditionalVAE needs a data set with labels")
+    check_images(model, images, "the evaluation data")
     _check_data_once(images, labels, getattr(model, "likelihood", None),
                      getattr(model, "num_classes", None) if conditional else None, "the evaluation data")
     dtype = next(model.parameters()).dtype

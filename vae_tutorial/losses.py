@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .errors import ArgumentError, ArgumentTypeError, DataError, check_unit_interval
+from .errors import ArgumentError, ArgumentTypeError, DataError, check_images, check_unit_interval
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -331,6 +331,7 @@ def elbo(model, x: Tensor, beta: float = 1.0, *, y: Tensor | None = None,
         :class:`ELBOTerms` with per-example tensors of shape ``(B,)``.
     """
     _check_batch(x, "elbo")
+    x = check_images(model, x, "elbo: x")
     if callable(getattr(model, "elbo_terms", None)):
         # A model whose bound is not "one Gaussian z" (hierarchical latents, an
         # autoregressive decoder, a diffusion chain) computes its own terms; fit,
@@ -418,6 +419,7 @@ def iwae_bound(model, x: Tensor, k: int, *, y: Tensor | None = None,
         raise ArgumentError(f"k must be a positive integer, got {k!r}")
     k = int(k)
     _check_batch(x, "iwae_bound")
+    x = check_images(model, x, "iwae_bound: x")
     total = None
     for log_w in iwae_log_weights(model, x, k, y=y, generator=generator, max_elements=max_elements):
         chunk = torch.logsumexp(log_w, dim=0)

@@ -177,6 +177,7 @@ class ConvDecoder(nn.Module):
         super().__init__()
         c1, c2 = _conv_args(channels, hidden, out_channels, "out_channels")
         self.latent_dim = check_int("latent_dim", latent_dim, min=1)
+        self.out_shape = (out_channels, 28, 28)
         hidden = int(hidden)
         self.net = nn.Sequential(
             nn.Linear(self.latent_dim, hidden), nn.ReLU(),

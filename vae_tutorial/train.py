@@ -29,6 +29,7 @@ from .errors import (
     VAETutorialError,
     check_data,
     check_float,
+    check_images,
     check_int,
     check_model,
     check_seed,
@@ -490,16 +491,19 @@ def fit(model: torch.nn.Module, train, *, epochs: int, batch_size: int = 128, lr
     if conditional and labels is None:
         raise DataError("a ConditionalVAE needs a data set with labels")
     _check_data_once(images, labels, likelihood, num_classes, "the training data")
+    check_images(model, images, "the training data")
+    if valid is not None:  # everything checked before the model moves or trains a step
+        v_images, v_labels = dataset_tensors(valid)
+        if conditional and v_labels is None:
+            raise DataError("a ConditionalVAE needs a validation set with labels")
+        _check_data_once(v_images, v_labels, likelihood, num_classes, "the validation data")
+        check_images(model, v_images, "the validation data (valid=)")
     data_id = _data_identity(images, labels if conditional else None) if checkpoint is not None else None
     model.to(device)
     images = images.to(device=device, dtype=dtype)
     labels = labels.to(device) if labels is not None else None
     dynamic = _binarize_mode(train) == "dynamic"
     if valid is not None:
-        v_images, v_labels = dataset_tensors(valid)
-        if conditional and v_labels is None:
-            raise DataError("a ConditionalVAE needs a validation set with labels")
-        _check_data_once(v_images, v_labels, likelihood, num_classes, "the validation data")
         v_images = v_images.to(device=device, dtype=dtype)
         v_labels = v_labels.to(device) if v_labels is not None else None
         if _binarize_mode(valid) == "dynamic":  # one fixed binarisation for validation
@@ -535,12 +539,6 @@ def fit(model: torch.nn.Module, train, *, epochs: int, batch_size: int = 128, lr
         legacy = {k for k in ("elbo_fn",) if k not in old and settings[k] is None}
         differs = [k for k in sorted(set(old) | set(settings), key=str)
                    if k != "identity" and k not in legacy and old.get(k, "absent") != settings.get(k)]
-        changed = identity_differences(old["identity"], identity) if "identity" in old else []
-        if changed:
-            fits = " (it does not fit this model)" if any(c.startswith("layer ") for c in changed) else ""
-            raise ResumeMismatchError(f"checkpoint {checkpoint} was made by another model{fits}: {'; '.join(changed)}. "
-                                      "Build the model with the checkpoint's settings, or delete the file to "
-                                      "start again")
         start_epoch = int(state["epoch"])
         trace = state.get("beta_trace")
         if not differs and start_epoch and not _same_beta(trace, beta, start_epoch):
@@ -558,6 +556,14 @@ def fit(model: torch.nn.Module, train, *, epochs: int, batch_size: int = 128, lr
             fits = "; the checkpoint does not fit this model" if "architecture" in differs else ""
             raise ResumeMismatchError(f"checkpoint {checkpoint} was made with {made}; this run uses {now}{fits}. "
                                       "Pass the same settings, or delete the file to start again")
+        # what the settings above do not show: rate floors, schedules and fixed variances
+        # (buffers, which load_state_dict would silently replace), any other model setting
+        changed = identity_differences(old["identity"], identity) if "identity" in old else []
+        if changed:
+            fits = " (it does not fit this model)" if any(c.startswith("layer ") for c in changed) else ""
+            raise ResumeMismatchError(f"checkpoint {checkpoint} was made by another model{fits}: {'; '.join(changed)}. "
+                                      "Build the model with the checkpoint's settings, or delete the file to "
+                                      "start again")
         try:
             model.load_state_dict(state["model"])
         except RuntimeError as e:
