@@ -3,7 +3,7 @@
 A fresh virtual environment gets only what Colab preinstalls (torch, numpy, scipy, matplotlib,
 scikit-learn, tqdm, ipywidgets, ipykernel) plus nbclient, at the versions requirements.txt
 pins. Each chapter is copied to a folder outside the repository and executed there; its
-install cell must bring in the rest (``vae-tutorial[book]``, from the checkout through
+install cell must bring in the rest (``vae-tutorial``, from the checkout through
 ``$VAE_TUTORIAL_PIP_SPEC``). As in Colab, solutions are not run.
 
 This builds an environment and executes the whole book once more (minutes), so it runs only
@@ -75,7 +75,7 @@ def test_chapter_runs_in_a_colab_like_environment(colab_python, chapter, tmp_pat
     copy = workdir / chapter.name
     copy.write_bytes(chapter.read_bytes())
     env = _colab_env()
-    env["VAE_TUTORIAL_PIP_SPEC"] = f"vae-tutorial[book] @ {ROOT.as_uri()}"
+    env["VAE_TUTORIAL_PIP_SPEC"] = f"vae-tutorial @ {ROOT.as_uri()}"
     run = subprocess.run([str(colab_python), "-c", RUNNER, str(copy), str(workdir)],
                          capture_output=True, text=True, env=env, cwd=workdir)
     assert run.returncode == 0, f"{chapter.name} failed in a Colab-like environment:\n{run.stderr[-4000:]}"

@@ -81,7 +81,7 @@ def test_package_metadata():
 # What each module the chapters import is installed by: the package's dependencies or its
 # `book` extra (modules of the standard library are fine too).
 PROVIDERS = {"torch": "torch", "numpy": "numpy", "sklearn": "scikit-learn", "matplotlib": "matplotlib",
-             "tqdm": "tqdm", "ipywidgets": "ipywidgets", "myst_nb": "myst-nb", "IPython": "myst-nb",
+             "tqdm": "tqdm", "ipywidgets": "ipywidgets", "myst_nb": "myst-nb", "IPython": "ipywidgets",
              "PIL": "matplotlib", "scipy": "scipy", "vae_tutorial": None}
 
 

@@ -8,8 +8,9 @@ For every chapter notebook (``book/NN_*.ipynb``) this makes sure that
 * the first Markdown cell has, right under the title, a short header (a quote block) saying
   what the chapter needs, the data it loads, that a GPU is optional, and how long it took in
   the last ``benchmarks/book_runtime.py`` run (``benchmarks/results/book_runtime.json``);
-* the second cell installs ``vae-tutorial[book]`` when ``vae_tutorial`` or ``myst_nb`` is
-  missing (Colab, a fresh Jupyter), from ``$VAE_TUTORIAL_PIP_SPEC`` when set and from the
+* the second cell installs ``vae-tutorial`` when ``vae_tutorial`` is
+  missing (``vae_tutorial.glue`` records glued values when myst-nb is there and does nothing
+  visible otherwise, so a reader needs no Sphinx) (Colab, a fresh Jupyter), from ``$VAE_TUTORIAL_PIP_SPEC`` when set and from the
   repository otherwise; pip keeps a torch that is already installed (Colab's);
 * every code cell between a ``{solution-start}`` and its ``{solution-end}`` starts with
   ``# @title Solution`` and is collapsed in JupyterLab (``jupyter.source_hidden``) and Colab
@@ -47,17 +48,17 @@ def repository_url() -> str:
 
 def install_source() -> str:
     return f'''\
-# Colab or a fresh Jupyter: install vae-tutorial and the book's extras if missing.
-# (pip keeps an installed torch, e.g. Colab's GPU build.)
+# Colab or a fresh Jupyter: install vae-tutorial if it is missing.
+# (pip keeps an installed torch and ipywidgets, e.g. Colab's.)
 import importlib.util
 import os
 import subprocess
 import sys
 
-if not all(importlib.util.find_spec(m) for m in ("vae_tutorial", "myst_nb")):
+if importlib.util.find_spec("vae_tutorial") is None:
     spec = os.environ.get(
         "VAE_TUTORIAL_PIP_SPEC",
-        "vae-tutorial[book] @ git+{repository_url()}",
+        "vae-tutorial @ git+{repository_url()}",
     )
     subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", spec])'''
 

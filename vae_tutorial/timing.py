@@ -1,7 +1,7 @@
 """Measuring training cost honestly.
 
-Two measures, for two questions. :func:`training_step_flops` *counts* the arithmetic of a
-training step: the same number on every CPU and GPU, so it can fix a budget ("equal
+Two measures, for two questions. :func:`training_step_flops` (and :func:`evaluation_flops`
+for the likelihood estimate) *counts* the arithmetic of a training step: the same number on every CPU and GPU, so it can fix a budget ("equal
 compute") that does not depend on the machine or on its load. :func:`training_throughput`
 *times* complete steps (warm-up, device synchronisation, samples per second): what the
 arithmetic costs on this machine, which differs between devices and from run to run.
@@ -13,9 +13,10 @@ import time
 
 import torch
 
-from .losses import elbo
+from .errors import ArgumentError
+from .losses import elbo, estimate_log_likelihood, iwae_bound
 
-__all__ = ["synchronize", "training_step_flops", "training_throughput"]
+__all__ = ["synchronize", "training_step_flops", "evaluation_flops", "training_throughput"]
 
 
 def synchronize(device: torch.device | str) -> None:
@@ -27,12 +28,14 @@ def synchronize(device: torch.device | str) -> None:
         torch.mps.synchronize()
 
 
-def training_step_flops(model: torch.nn.Module, x: torch.Tensor) -> int:
+def training_step_flops(model: torch.nn.Module, x: torch.Tensor, *, objective: str = "elbo",
+                        iwae_k: int = 5) -> int:
     """Floating-point operations of one training step's forward and backward pass on ``x``.
 
     The step is the one :func:`~vae_tutorial.train.fit` takes: the loss
-    ``−ELBO = −E_q[log p_θ(x|z)] + KL(q_φ(z|x) ‖ p(z))`` averaged over the ``(B, ...)``
-    batch ``x``, then ``backward()``. PyTorch's ``torch.utils.flop_counter.FlopCounterMode``
+    ``−ELBO = −E_q[log p_θ(x|z)] + KL(q_φ(z|x) ‖ p(z))`` (or, with ``objective="iwae"``, the
+    negative IWAE bound ``−L_k`` with ``k = iwae_k``) averaged over the ``(B, ...)`` batch
+    ``x``, then ``backward()``. PyTorch's ``torch.utils.flop_counter.FlopCounterMode``
     counts the matrix products and convolutions, forward and backward, from their shapes;
     one multiply-add counts as two operations. Element-wise operations (activations, the
     loss itself, the optimiser's update) are not counted. For a model whose operations do
@@ -44,21 +47,53 @@ def training_step_flops(model: torch.nn.Module, x: torch.Tensor) -> int:
     gradients and the global random state are left as they were: the reparameterisation
     noise comes from a private generator.
     """
+    if objective not in ("elbo", "iwae"):
+        raise ArgumentError(f"objective must be 'elbo' or 'iwae', got {objective!r}")
+    x = x.to(_device(model, x))
+
+    def loss(noise):
+        if objective == "iwae":
+            return -iwae_bound(model, x, iwae_k, generator=noise).float().mean()
+        return -elbo(model, x, generator=noise).elbo.float().mean()
+
+    return _count(model, x, loss, backward=True)
+
+
+def evaluation_flops(model: torch.nn.Module, x: torch.Tensor, k: int) -> int:
+    """Floating-point operations of the importance-sampled estimate ``L_k`` of ``log p_θ(x)``
+    on the ``(B, ...)`` batch ``x`` (:func:`~vae_tutorial.losses.estimate_log_likelihood`):
+    one encoder pass and ``k`` decoder passes per image, counted as
+    :func:`training_step_flops` counts them (no backward pass)."""
+    x = x.to(_device(model, x))
+
+    def bound(noise):
+        return estimate_log_likelihood(model, x, k, generator=noise)
+
+    with torch.no_grad():
+        return _count(model, x, bound, backward=False)
+
+
+def _device(model: torch.nn.Module, x: torch.Tensor) -> torch.device:
+    param = next(model.parameters(), None)
+    return param.device if param is not None else x.device
+
+
+def _count(model: torch.nn.Module, x: torch.Tensor, fn, backward: bool) -> int:
+    """Run ``fn(generator)`` (and its ``backward()``) under a FLOP counter; leave the model as it was."""
     from torch.utils.flop_counter import FlopCounterMode  # imported on use: it is large
 
     params = list(model.parameters())
-    device = params[0].device if params else x.device
-    x = x.to(device)
+    device = _device(model, x)
     saved_grads = [p.grad for p in params]
     was_training = model.training
-    model.train()
+    model.train(backward)
     try:
         for p in params:
             p.grad = None
         with FlopCounterMode(display=False) as counter:
-            noise = torch.Generator(device).manual_seed(0)
-            loss = -elbo(model, x, generator=noise).elbo.float().mean()
-            loss.backward()
+            out = fn(torch.Generator(device).manual_seed(0))
+            if backward:
+                out.backward()
     finally:
         for p, g in zip(params, saved_grads):
             p.grad = g
