@@ -148,15 +148,17 @@ def update(language: str = LANGUAGE) -> None:
     subprocess.run([sys.executable, "-m", "sphinx_intl", "update", "-p", str(GETTEXT),
                     "-l", language, "-d", str(LOCALES)], cwd=ROOT, check=True)
     print(f"update: {prefill(language)} messages without prose filled in with themselves")
-    print(f"update: {drop_format_flags(language)} python-format flags removed")
+    print(f"update: {drop_format_flags(language)} python-format and python-brace-format flags removed")
 
 
 def drop_format_flags(language: str = LANGUAGE) -> int:
-    """Remove ``python-format`` flags: the messages are Markdown, never %-format strings.
+    """Remove ``python-format`` and ``python-brace-format`` flags: the messages are Markdown,
+    never format strings.
 
     The extractor flags any message that happens to hold ``% o`` ("… 91.0 % of …") as
     ``python-format``, and ``msgfmt --check`` then rejects a correct translation such as
-    "… 91.0 %。".
+    "… 91.0 %。"; Babel 2.19 also flags a message with ``{…}`` in its maths
+    (``\text{grey}``) as ``python-brace-format``, and a translated ``\text{灰度}`` fails.
     """
     import polib
 
@@ -165,11 +167,12 @@ def drop_format_flags(language: str = LANGUAGE) -> int:
         po = polib.pofile(str(path), wrapwidth=76)
         changed = False
         for entry in po:
-            for flag in ("python-format", "no-python-format"):
+            for flag in ("python-format", "no-python-format", "python-brace-format",
+                         "no-python-brace-format"):
                 if flag in entry.flags:
                     entry.flags.remove(flag)
                     changed = True
-                    dropped += flag == "python-format"
+                    dropped += not flag.startswith("no-")
         if changed:
             po.save(str(path))
     return dropped
