@@ -64,6 +64,10 @@ def test_one_execution_serves_both_builds_until_the_package_changes(tmp_path, mo
     chinese = _build(tmp_path, "_build/zh/_build")  # another output folder: the same cache
     assert _runs(tmp_path) == 1, "a build executed a notebook that was in the cache"
     assert "value 42" in english and "value 42" in chinese
+    import nbformat  # the saved notebook is the executed one (myst-nb's cache mode saves the source)
+
+    saved = nbformat.read(tmp_path / "_build" / "en" / "jupyter_execute" / "page.ipynb", as_version=4)
+    assert saved.cells[1].outputs[0]["text"].strip() == "value 42"
     stamp = json.loads((tmp_path / "_build" / ".jupyter_cache" / exec_cache.STAMP).read_text())
     assert stamp == exec_cache.environment()
 
@@ -108,9 +112,13 @@ EXECUTED = {"en": ROOT / "_build" / "jupyter_execute", "zh": ROOT / "_build" / "
 
 
 def _glued(path: Path) -> dict[str, dict]:
-    """Every glued value of an executed notebook: key -> its data (all formats)."""
+    """Every glued value of an executed notebook: key -> its data (all formats), from the
+    ``.glue.json`` myst-nb writes beside it, and from its outputs."""
     import nbformat
 
+    glue_json = path.with_name(path.stem + ".glue.json")
+    if glue_json.exists():
+        return json.loads(glue_json.read_text(encoding="utf-8"))
     nb = nbformat.read(path, as_version=4)
     values = {}
     for cell in nb.cells:

@@ -16,6 +16,9 @@ share between the English and the Chinese build, and between a build and the nex
   differs, the whole cache is emptied before the build reads it. So a change to the
   package re-executes every chapter, and a change to a chapter re-executes that chapter.
 
+The executed notebooks are also saved where myst-nb saves them, ``_build/jupyter_execute``
+(myst-nb's cache mode saves them without outputs).
+
 ``prefill(jobs=2)`` executes the chapters that are not in the cache several at a time (each
 kernel a separate process; CI uses one per core, with one BLAS thread each), exactly as
 myst-nb would (same working folder, timeout and environment), and stores them; the build
@@ -162,7 +165,34 @@ def _use_shared_cache(app) -> None:
     app.env.mystnb_config = config.copy(execution_cache_path=str(path))
 
 
+def _write_executed_notebook(app, doctree) -> None:
+    """Save the *executed* notebook in myst-nb's output folder (``_build/jupyter_execute``).
+
+    In cache mode myst-nb 1.4 merges the cached outputs into a copy and saves the notebook it
+    read, without outputs; the gettext extraction (figure captions hang on image outputs), the
+    reader notebooks and the editions' comparison read the saved one, so it must be executed.
+    """
+    config = getattr(app.env, "mystnb_config", None)
+    if config is None or config.execution_mode != "cache":
+        return
+    source = Path(app.env.doc2path(app.env.docname))
+    if source.suffix != ".ipynb":
+        return
+    import nbformat
+    from jupyter_cache import get_cache
+
+    try:
+        _, executed = get_cache(config.execution_cache_path).merge_match_into_notebook(
+            nbformat.read(source, as_version=4))
+    except KeyError:  # not cached (execution failed): myst-nb has reported it
+        return
+    target = Path(config.output_folder).joinpath(*f"{app.env.docname}.ipynb".split("/"))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(nbformat.writes(executed), encoding="utf-8")
+
+
 def setup(app):
     # after myst-nb's own builder-inited handler (priority 500), which sets the default path
     app.connect("builder-inited", _use_shared_cache, priority=600)
+    app.connect("doctree-read", _write_executed_notebook)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
