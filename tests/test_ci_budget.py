@@ -32,7 +32,7 @@ def test_every_chapter_has_a_measured_run_time():
     chapters = {p.stem for p in (ROOT / "book").glob("[0-9][0-9]_*.ipynb")}
     missing = sorted(chapters - set(_measured()))
     assert not missing, (f"no run time in {RUNTIME.relative_to(ROOT)} for {', '.join(missing)}: "
-                         "run `python benchmarks/book_runtime.py book/<chapter>.ipynb` and commit the result")
+                         "run `python benchmarks/book_runtime.py` and commit the result")
 
 
 def test_each_chapter_fits_its_ci_budget():
