@@ -12,7 +12,8 @@ share between the English and the Chinese build, and between a build and the nex
 * **No stale results.** A notebook's outputs also depend on what it imports. The cache
   carries a stamp of the environment: a hash of the ``vae_tutorial`` package that the
   kernels import (every file of it), and the versions of Python, PyTorch and the other
-  libraries a chapter's numbers depend on, plus ``$VAE_TUTORIAL_DEVICE``. When the stamp
+  libraries a chapter's numbers depend on, plus ``$VAE_TUTORIAL_DEVICE``, ``$CI`` and
+  ``$TQDM_DISABLE`` (which decide whether progress bars are drawn). When the stamp
   differs, the whole cache is emptied before the build reads it. So a change to the
   package re-executes every chapter, and a change to a chapter re-executes that chapter.
 
@@ -77,7 +78,8 @@ def environment() -> dict:
         "vae_tutorial_sha256": digest.hexdigest(),
         "python": sys.version.split()[0],
         "versions": versions,
-        "VAE_TUTORIAL_DEVICE": os.environ.get("VAE_TUTORIAL_DEVICE", ""),
+        # the device, and whether progress bars are drawn (they are outputs too)
+        **{name: os.environ.get(name, "") for name in ("VAE_TUTORIAL_DEVICE", "CI", "TQDM_DISABLE")},
     }
 
 
