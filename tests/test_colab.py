@@ -3,7 +3,7 @@
 A fresh virtual environment gets only what Colab preinstalls (torch, numpy, scipy, matplotlib,
 scikit-learn, tqdm, ipywidgets, ipykernel) plus nbclient, at the versions requirements.txt
 pins. Each chapter is copied to a folder outside the repository and executed there; its
-install cell must bring in the rest (``vae-tutorial``, from the checkout through
+install cell must bring in the rest (``vae-tutorial``, the checkout built into a wheel, through
 ``$VAE_TUTORIAL_PIP_SPEC``). As in Colab, solutions are not run.
 
 This builds an environment and executes the whole book once more (minutes), so it runs only
@@ -56,6 +56,27 @@ def _colab_env() -> dict:
     return {k: v for k, v in os.environ.items() if not k.startswith(("VAE_TUTORIAL_", "PYTHONPATH", "JUPYTER"))}
 
 
+@pytest.fixture(scope="session")
+def package_wheel(tmp_path_factory) -> Path:
+    """The checkout built once into a wheel, which the install cells install.
+
+    Built once for all pytest-xdist workers (under a file lock, in the folder they share):
+    two pip builds from the same source folder at once would race on its build/ folder.
+    """
+    import fcntl
+
+    shared = tmp_path_factory.getbasetemp().parent
+    wheels = shared / "colab-wheel"
+    with open(shared / "colab-wheel.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        found = sorted(wheels.glob("vae_tutorial-*.whl"))
+        if not found:
+            subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(ROOT)],
+                           check=True, cwd=shared)
+            found = sorted(wheels.glob("vae_tutorial-*.whl"))
+    return found[0]
+
+
 @pytest.fixture(scope="module")
 def colab_python(tmp_path_factory):
     venv = tmp_path_factory.mktemp("colab") / "venv"
@@ -69,13 +90,13 @@ def colab_python(tmp_path_factory):
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
-def test_chapter_runs_in_a_colab_like_environment(colab_python, chapter, tmp_path):
+def test_chapter_runs_in_a_colab_like_environment(colab_python, package_wheel, chapter, tmp_path):
     workdir = tmp_path / "colab-content"  # outside the repository, like Colab's /content
     workdir.mkdir()
     copy = workdir / chapter.name
     copy.write_bytes(chapter.read_bytes())
     env = _colab_env()
-    env["VAE_TUTORIAL_PIP_SPEC"] = f"vae-tutorial @ {ROOT.as_uri()}"
+    env["VAE_TUTORIAL_PIP_SPEC"] = f"vae-tutorial @ {package_wheel.as_uri()}"  # the checkout, built
     run = subprocess.run([str(colab_python), "-c", RUNNER, str(copy), str(workdir)],
                          capture_output=True, text=True, env=env, cwd=workdir)
     assert run.returncode == 0, f"{chapter.name} failed in a Colab-like environment:\n{run.stderr[-4000:]}"
