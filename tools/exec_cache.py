@@ -106,8 +106,12 @@ def _execute(path: str, timeout: int) -> tuple[str, object, float, str | None]:
     from jupyter_cache.executors.utils import single_nb_execution
 
     nb = nbformat.read(path, as_version=4)
-    result = single_nb_execution(nb, cwd=str(Path(path).parent), timeout=timeout,
-                                 allow_errors=False, meta_override=True)
+    start = time.perf_counter()
+    try:
+        result = single_nb_execution(nb, cwd=str(Path(path).parent), timeout=timeout,
+                                     allow_errors=False, meta_override=True)
+    except Exception as e:  # the kernel did not start or died: the build runs it again and reports
+        return path, None, time.perf_counter() - start, f"{type(e).__name__}: {e}"
     return path, result.nb, result.time, result.exc_string
 
 
