@@ -115,16 +115,22 @@ def test_ordinary_cells_run_whatever_the_setting(shell, monkeypatch):
 EXECUTED = Path(os.environ.get("VAE_TUTORIAL_BOOK_HTML", ROOT / "_build" / "html")).parent / "jupyter_execute" / "book"
 
 
-@pytest.mark.browser  # needs the built book, like the browser tests, and runs with them in CI
-@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
-def test_executed_chapter_shows_a_figure_in_its_own_outputs(path):
-    """Jupyter and Colab readers see figures as cell outputs, not only through the book's glue."""
+def _executed(path: Path) -> Path:
+    """The build's executed copy of chapter ``path``; skip (fail when required) without a build."""
     executed = EXECUTED / path.name
     if not executed.exists():
         reason = f"{executed} not found: build the book first (jupyter-book build .)"
         if os.environ.get("VAE_TUTORIAL_BROWSER_TEST", "") == "require":
             pytest.fail(reason)
         pytest.skip(reason)
+    return executed
+
+
+@pytest.mark.browser  # needs the built book, like the browser tests, and runs with them in CI
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_executed_chapter_shows_a_figure_in_its_own_outputs(path):
+    """Jupyter and Colab readers see figures as cell outputs, not only through the book's glue."""
+    executed = _executed(path)
     nb = nbformat.read(executed, as_version=4)
     images = [
         i for i, c in enumerate(nb.cells) if c.cell_type == "code"
@@ -618,12 +624,7 @@ def test_a_figure_cell_with_two_images_still_fails(tmp_path):
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
 def test_executed_figure_cells_show_exactly_one_image(path):
     """The rule that makes one figure per figure cell, on the notebooks the build executed."""
-    executed = EXECUTED / path.name
-    if not executed.exists():
-        reason = f"{executed} not found: build the book first (jupyter-book build .)"
-        if os.environ.get("VAE_TUTORIAL_BROWSER_TEST", "") == "require":
-            pytest.fail(reason)
-        pytest.skip(reason)
+    executed = _executed(path)
     assert figure_cells_with_wrong_image_count(nbformat.read(executed, as_version=4)) == []
 
 
