@@ -21,9 +21,22 @@ import math
 import torch
 from torch import Tensor
 
+from .errors import ArgumentError, check_int, check_tensor
 from .losses import LOG_2PI, kl_standard_normal, reparameterize
 
 __all__ = ["elbo_surgery", "log_aggregate_posterior"]
+
+
+def _posteriors(mu, logvar) -> tuple[Tensor, Tensor]:
+    """``(mu, logvar)`` checked: finite ``(N, Z)`` tensors of one shape with ``N ≥ 1``, in float64."""
+    mu = check_tensor("mu", mu, dim=2)
+    logvar = check_tensor("logvar", logvar, dim=2)
+    if mu.shape != logvar.shape or mu.shape[0] == 0 or mu.shape[1] == 0:
+        raise ArgumentError(f"mu and logvar must both be (N, Z) with N, Z ≥ 1, the posterior parameters of N "
+                            f"data points, got shapes {tuple(mu.shape)} and {tuple(logvar.shape)}")
+    if logvar.device != mu.device:
+        raise ArgumentError(f"mu and logvar must be on one device, got {mu.device} and {logvar.device}")
+    return mu.double(), logvar.double()
 
 
 def _log_normal_pairwise(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
@@ -49,9 +62,18 @@ def log_aggregate_posterior(z: Tensor, mu: Tensor, logvar: Tensor, chunk: int = 
     Returns:
         ``(M,)`` log-density of the aggregate posterior.
     """
+    chunk = check_int("chunk", chunk, min=1)
+    z = check_tensor("z", z, dim=2)
+    mu, logvar = check_tensor("mu", mu), check_tensor("logvar", logvar)
+    dtype = torch.promote_types(z.dtype, torch.promote_types(mu.dtype, logvar.dtype))
+    mu, logvar = _posteriors(mu, logvar)  # computed in float64, returned in the inputs' dtype
+    if z.shape[1] != mu.shape[1]:
+        raise ArgumentError(f"z must be (M, Z) query points with Z = {mu.shape[1]} (the width of mu), got shape "
+                            f"{tuple(z.shape)}")
+    z = z.to(mu.device, torch.float64)
     out = [torch.logsumexp(_log_normal_pairwise(zc, mu, logvar), dim=1) - math.log(mu.shape[0])
            for zc in z.split(chunk)]
-    return torch.cat(out)
+    return torch.cat(out).to(dtype) if out else z.new_zeros(0).to(dtype)
 
 
 @torch.no_grad()
@@ -83,9 +105,15 @@ def elbo_surgery(mu: Tensor, logvar: Tensor, samples: int = 10,
         ``marginal_kl_se`` and ``sum_se`` (of their sum), ``log_n`` (the bound on the
         mutual information) and ``n``, ``samples``.
     """
-    mu, logvar = mu.double(), logvar.double()
+    mu, logvar = _posteriors(mu, logvar)
+    s = check_int("samples", samples, min=1)
+    if s * mu.shape[0] < 2:
+        raise ArgumentError(f"samples: the standard errors need at least 2 draws in all, got samples={s} "
+                            f"for N={mu.shape[0]} posterior(s); use samples ≥ 2")
+    chunk = check_int("chunk", chunk, min=1)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ArgumentError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     n, zdim = mu.shape
-    s = int(samples)
     z = reparameterize(mu.unsqueeze(0).expand(s, n, zdim), logvar.unsqueeze(0).expand(s, n, zdim),
                        generator).reshape(s * n, zdim)
     own_mu, own_lv = mu.repeat(s, 1), logvar.repeat(s, 1)

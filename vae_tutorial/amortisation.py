@@ -26,10 +26,49 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor
 
-from .losses import gaussian_log_likelihood, kl_standard_normal, reparameterize
-from .errors import ArgumentError
+from .errors import (
+    ArgumentError,
+    check_finite_parameters,
+    check_float,
+    check_images,
+    check_int,
+    check_one_latent_vae,
+    check_seed,
+    check_tensor,
+)
+from .losses import (
+    _check_batch,
+    gaussian_log_likelihood,
+    kl_standard_normal,
+    reparameterize,
+)
 
 __all__ = ["gaussian_elbo", "inference_gaps", "mixture_iwae_bound", "optimal_gaussian"]
+
+
+def _model_and_data(model, x: Tensor, what: str) -> Tensor:
+    """Check ``model`` (a one-code VAE with finite weights) and ``x`` (its image shape),
+    before any work; ``x`` is returned on the model's device, in its dtype."""
+    check_one_latent_vae(model, what)
+    check_finite_parameters(model)
+    _check_batch(x, what)
+    x = check_images(model, x, f"{what}: x")
+    p = next(model.parameters())
+    return x.to(p.device)
+
+
+def _gaussian(model, x: Tensor, mu, logvar, what: str, name: str = "mu, logvar") -> tuple[Tensor, Tensor]:
+    """``(μ, log σ²)`` of one Gaussian per example: finite ``(B, Z)`` tensors, with B the batch of
+    ``x`` and Z the model's ``latent_dim``, on the model's device."""
+    names = [n.strip() for n in name.split(",")]
+    mu = check_tensor(names[0], mu, dim=2)
+    logvar = check_tensor(names[1], logvar, dim=2)
+    want = (x.shape[0], int(model.latent_dim))
+    if tuple(mu.shape) != want or tuple(logvar.shape) != want:
+        raise ArgumentError(f"{what}: {names[0]} and {names[1]} must be (B, Z) = {want} (the batch of x and the "
+                            f"model's latent_dim), got {tuple(mu.shape)} and {tuple(logvar.shape)}")
+    p = next(model.parameters())
+    return mu.to(p.device, p.dtype), logvar.to(p.device, p.dtype)
 
 
 @contextmanager
@@ -61,9 +100,15 @@ def gaussian_elbo(model, x: Tensor, mu: Tensor, logvar: Tensor, samples: int = 1
     Returns:
         ``(B,)`` ELBO per example, in nats.
     """
-    if int(samples) != samples or samples < 1:
-        raise ArgumentError(f"samples must be a positive integer, got {samples!r}")
-    s, b = int(samples), x.shape[0]
+    s = check_int("samples", samples, min=1)
+    x = _model_and_data(model, x, "gaussian_elbo")
+    mu, logvar = _gaussian(model, x, mu, logvar, "gaussian_elbo")
+    return _gaussian_elbo(model, x, mu, logvar, s, generator)
+
+
+def _gaussian_elbo(model, x: Tensor, mu: Tensor, logvar: Tensor, s: int, generator) -> Tensor:
+    # the arguments were checked by the public callers, once (optimal_gaussian calls this per step)
+    b = x.shape[0]
     z = reparameterize(mu.unsqueeze(0).expand(s, *mu.shape),
                        logvar.unsqueeze(0).expand(s, *logvar.shape), generator)  # (S, B, Z)
     xf = x.unsqueeze(0).expand(s, *x.shape).reshape(s * b, *x.shape[1:])
@@ -95,13 +140,18 @@ def optimal_gaussian(model, x: Tensor, mu0: Tensor, logvar0: Tensor, *, steps: i
     Returns:
         ``(μ*, log σ*²)``, each ``(B, Z)``, detached.
     """
+    steps = check_int("steps", steps, min=1)  # steps ≤ 0 would return the start and report no gap
+    lr = check_float("lr", lr, min=0, min_open=True)
+    samples = check_int("samples", samples, min=1)
+    x = _model_and_data(model, x, "optimal_gaussian")
+    mu0, logvar0 = _gaussian(model, x, mu0, logvar0, "optimal_gaussian", "mu0, logvar0")
     mu = mu0.detach().clone().requires_grad_(True)
     logvar = logvar0.detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([mu, logvar], lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
     with _eval_mode(model), torch.enable_grad():
         for _ in range(steps):
-            loss = -gaussian_elbo(model, x, mu, logvar, samples, generator).sum()
+            loss = -_gaussian_elbo(model, x, mu, logvar, samples, generator).sum()
             # only (μ, log σ²) get gradients: the decoder stays as trained
             g_mu, g_lv = torch.autograd.grad(loss, [mu, logvar])
             mu.grad, logvar.grad = g_mu, g_lv
@@ -140,9 +190,21 @@ def mixture_iwae_bound(model, x: Tensor, proposals: list[tuple[Tensor, Tensor]],
     Returns:
         ``(B,)`` bound per example, in nats.
     """
+    if not isinstance(proposals, (list, tuple)):
+        raise ArgumentError(f"proposals must be a list of (mu, logvar) pairs, got {type(proposals).__name__}")
     m = len(proposals)
-    if m < 1 or int(k) != k or k < m or k % m:
+    k = check_int("k", k, min=1)
+    if m < 1 or k < m or k % m:
         raise ArgumentError(f"k must be a positive multiple of the number of proposals ({m}), got {k!r}")
+    max_elements = check_int("max_elements", max_elements, min=1)
+    x = _model_and_data(model, x, "mixture_iwae_bound")
+    checked = []
+    for i, pair in enumerate(proposals):
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise ArgumentError(f"proposals[{i}] must be a pair (mu, logvar), got {type(pair).__name__}")
+        checked.append(_gaussian(model, x, *pair, "mixture_iwae_bound",
+                                 f"proposals[{i}] mu, proposals[{i}] logvar"))
+    proposals = checked
     b, d = x.shape[0], x[0].numel()
     per = k // m
     step = max(1, min(per, max_elements // max(1, b * d)))
@@ -182,6 +244,15 @@ def inference_gaps(model, x: Tensor, *, steps: int = 500, lr: float = 1e-2, samp
         ``amortisation_gap = elbo_optimal − elbo_amortised``; and ``mu``, ``logvar``
         ``(B, Z)`` of ``q*``.
     """
+    steps = check_int("steps", steps, min=1)
+    lr = check_float("lr", lr, min=0, min_open=True)
+    samples = check_int("samples", samples, min=1)
+    eval_samples = check_int("eval_samples", eval_samples, min=1)
+    k = check_int("k", k, min=2)  # two proposals, k/2 draws from each
+    if k % 2:
+        raise ArgumentError(f"k must be even (k/2 draws from each of the two proposals q_φ and q*), got {k}")
+    seed = check_seed(seed)
+    x = _model_and_data(model, x, "inference_gaps")
     device = x.device
     gen = torch.Generator(device=device).manual_seed(seed)
     with torch.no_grad(), _eval_mode(model):

@@ -37,7 +37,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .errors import ArgumentError, DataError, check_float, check_int
+from .errors import (
+    ArgumentError,
+    DataError,
+    check_finite_parameters,
+    check_float,
+    check_images,
+    check_int,
+    check_one_latent_vae,
+    check_seed,
+)
 
 __all__ = [
     "ANSStack", "BitsBackResult", "TwoPartCode", "bernoulli_frequencies", "bits_back_decode",
@@ -188,6 +197,43 @@ class BitsBackResult:
     lengths: list[int] = field(default_factory=list)
 
 
+def _bernoulli_vae(model, what: str) -> None:
+    """Refuse a model ``what`` cannot code with (before any work): it needs one Gaussian code
+    with prior N(0, I), a Bernoulli decoder ``decode(z)`` and finite weights."""
+    check_one_latent_vae(model, what)
+    if getattr(model, "likelihood", None) != "bernoulli":
+        raise ArgumentError(f"model: {what} codes binary data with a Bernoulli decoder, got "
+                            f"likelihood={getattr(model, 'likelihood', None)!r}; train a VAE with "
+                            "likelihood='bernoulli' on binarised images")
+    check_finite_parameters(model)
+
+
+def _binary_images(model, images, what: str) -> Tensor:
+    """``images`` as a non-empty tensor of 0/1 values shaped as the model reads them."""
+    if not isinstance(images, Tensor):
+        try:
+            images = torch.as_tensor(images)
+        except (TypeError, ValueError, RuntimeError):
+            raise ArgumentError(f"images: {what} needs a tensor of binary images, got "
+                                f"{type(images).__name__}") from None
+    if images.dim() < 2 or images.shape[0] == 0:
+        raise DataError(f"images: {what} needs a non-empty batch (N, ...) of images, got shape "
+                        f"{tuple(images.shape)}")
+    images = check_images(model, images, f"{what}: images")
+    if not bool(((images == 0) | (images == 1)).all()):
+        odd = images[(images != 0) & (images != 1)].flatten()[0].item()
+        raise DataError(f"images: {what} codes binary images losslessly, but a pixel is {odd:g}, "
+                        "neither 0 nor 1; binarise the images first (vae_tutorial.data.binarize)")
+    return images
+
+
+def _on_cpu(model, what: str) -> None:
+    device = next(model.parameters()).device
+    if device.type != "cpu":
+        raise ArgumentError(f"model: {what} runs on the CPU (the receiver must compute bit-identical "
+                            f"probabilities), got a model on {device}; pass model.cpu()")
+
+
 def _posterior_freqs(model, x: Tensor, latent_bits: int, posterior_bits: int) -> np.ndarray:
     # Batch of one, on both sides: the receiver must compute bit-identical frequencies.
     mu, logvar = model.encode(x[None])
@@ -199,6 +245,13 @@ def _posterior_freqs(model, x: Tensor, latent_bits: int, posterior_bits: int) ->
 def _pixel_freqs(model, buckets: list[int], centres: np.ndarray, pixel_bits: int) -> np.ndarray:
     z = torch.as_tensor(centres[buckets], dtype=next(model.parameters()).dtype)[None]
     return bernoulli_frequencies(model.decode(z)[0], pixel_bits)
+
+
+def _precisions(latent_bits, posterior_bits, pixel_bits) -> tuple[int, int, int]:
+    latent_bits = check_int("latent_bits", latent_bits, min=1, max=16)
+    posterior_bits = check_int("posterior_bits", posterior_bits, min=latent_bits + 2, max=32)
+    pixel_bits = check_int("pixel_bits", pixel_bits, min=2, max=32)
+    return latent_bits, posterior_bits, pixel_bits
 
 
 @torch.no_grad()
@@ -216,17 +269,11 @@ def bits_back_encode(model, images: Tensor, *, latent_bits: int = 12, posterior_
     Returns:
         A :class:`BitsBackResult`; :func:`bits_back_decode` inverts it exactly.
     """
-    if getattr(model, "likelihood", None) != "bernoulli":
-        raise ArgumentError("model: bits_back_encode codes binary data with a Bernoulli decoder, got "
-                            f"likelihood={getattr(model, 'likelihood', None)!r}")
-    latent_bits = check_int("latent_bits", latent_bits, min=1, max=16)
-    posterior_bits = check_int("posterior_bits", posterior_bits, min=latent_bits + 2, max=32)
-    pixel_bits = check_int("pixel_bits", pixel_bits, min=2, max=32)
-    values = torch.as_tensor(images)
-    if values.numel() and not bool(((values == 0) | (values == 1)).all()):
-        odd = values[(values != 0) & (values != 1)].flatten()[0].item()
-        raise DataError(f"images: bits_back_encode codes binary images losslessly, but a pixel is {odd:g}, "
-                        "neither 0 nor 1; binarise the images first (vae_tutorial.data.binarize)")
+    _bernoulli_vae(model, "bits_back_encode")
+    latent_bits, posterior_bits, pixel_bits = _precisions(latent_bits, posterior_bits, pixel_bits)
+    seed = check_seed(seed)
+    _on_cpu(model, "bits_back_encode")
+    images = _binary_images(model, images, "bits_back_encode")
     centres = prior_bucket_centres(latent_bits)
     stack = ANSStack(np.random.default_rng(seed))
     parts: dict[str, list] = {"prior_bits": [], "pixel_bits": [], "refund_bits": [], "lengths": []}
@@ -267,6 +314,19 @@ def bits_back_decode(model, message: tuple[int, tuple[int, ...]], n: int, shape:
     After the last (= first encoded) image the state is the sender's clean bits again:
     every bit borrowed as randomness has been given back.
     """
+    _bernoulli_vae(model, "bits_back_decode")
+    latent_bits, posterior_bits, pixel_bits = _precisions(latent_bits, posterior_bits, pixel_bits)
+    n = check_int("n", n, min=1)
+    _on_cpu(model, "bits_back_decode")
+    try:
+        shape = tuple(check_int(f"shape[{i}]", v, min=1) for i, v in enumerate(shape))
+    except TypeError:
+        raise ArgumentError(f"shape must be the shape of one image, e.g. (1, 28, 28), got {shape!r}") from None
+    check_images(model, torch.zeros((1, *shape)), "bits_back_decode: shape")
+    if not (isinstance(message, (tuple, list)) and len(message) == 2
+            and isinstance(message[1], (tuple, list))):
+        raise ArgumentError("message must be the (head, words) state of BitsBackResult.message, got "
+                            f"{type(message).__name__}")
     centres = prior_bucket_centres(latent_bits)
     head, words = message
     stack = ANSStack(head=head, words=list(words))
@@ -365,11 +425,8 @@ def two_part_codelength(model, images: Tensor, delta: float, *, batch_size: int 
     """
     delta = check_float("delta", delta, min=0, min_open=True)
     batch_size = check_int("batch_size", batch_size, min=1)
-    if getattr(model, "likelihood", None) != "bernoulli":
-        raise ArgumentError(
-            "two_part_codelength needs a model with likelihood='bernoulli' (a probability "
-            f"mass function of binary pixels), got likelihood={getattr(model, 'likelihood', None)!r}"
-        )
+    _bernoulli_vae(model, "two_part_codelength")  # a probability mass function of binary pixels
+    images = _binary_images(model, images, "two_part_codelength")
     device = next(model.parameters()).device
     cells, latent, pixels = [], [], []
     for start in range(0, len(images), batch_size):
@@ -401,7 +458,14 @@ def lossless_baselines(images: np.ndarray) -> dict[str, float]:
     """
     from PIL import Image  # Pillow ships with matplotlib
 
-    images = np.asarray(images, dtype=bool)
+    raw = images.detach().cpu().numpy() if isinstance(images, Tensor) else np.asarray(images)
+    if raw.ndim != 3 or 0 in raw.shape:
+        raise DataError(f"images: lossless_baselines needs a non-empty (N, H, W) array of binary images, got "
+                        f"shape {raw.shape}; drop the channel dimension (images[:, 0])")
+    if not np.isin(raw, (0, 1)).all():
+        raise DataError("images: lossless_baselines compresses binary images, but some pixels are neither 0 nor "
+                        "1 (False/True); binarise them first (vae_tutorial.data.binarize)")
+    images = raw.astype(bool)
     n = len(images)
 
     def png(a: np.ndarray) -> bytes:

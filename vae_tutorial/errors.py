@@ -24,7 +24,7 @@ __all__ = [
     "VAETutorialError", "ArgumentError", "ArgumentTypeError", "DataError", "CheckpointError",
     "ResumeMismatchError", "DeviceError", "RunLockedError", "DOCUMENTED_ERRORS", "SEED_MAX",
     "check_int", "check_float", "check_seed", "check_data", "check_model", "unchecked_data",
-    "check_unit_interval", "data_checks_enabled",
+    "check_unit_interval", "data_checks_enabled", "check_one_latent_vae", "check_tensor",
 ]
 
 SEED_MAX = 2**32 - 1
@@ -144,6 +144,73 @@ def check_finite_parameters(model, name: str = "model") -> None:
             raise ArgumentError(f"{name} has {bad} non-finite (NaN or infinite) value(s) in its parameter "
                                 f"{pname!r}: its training diverged or its checkpoint was damaged; train it "
                                 "again (a lower learning rate helps) or load a good checkpoint")
+
+
+def check_one_latent_vae(model, what: str, name: str = "model", *, conditional: bool = False,
+                         autoencoder: bool = False, instead: str | None = None) -> None:
+    """Refuse a model that a helper built for one Gaussian code cannot handle, naming what it supports.
+
+    ``what`` (e.g. ``"inference_gaps"``) needs the model of Part I–II: one diagonal-Gaussian
+    code ``z`` with prior ``p(z) = N(0, I)``, posterior ``q_φ(z|x)`` from ``model.encode(x)``
+    and ``p_θ(x|z)`` from ``model.decode(z)`` (a :class:`~vae_tutorial.models.VAE`). A model
+    that computes its own bound (``elbo_terms``: hierarchical latents, an autoregressive
+    decoder, a diffusion chain) is refused, and so are a conditional model (``decode`` needs
+    ``y``) and a deterministic autoencoder (no posterior) unless ``conditional`` /
+    ``autoencoder`` say the helper handles them. ``instead`` names what to use for such a
+    model (default: the functions that handle every model).
+    """
+    check_model(model, name)
+    kind = type(model).__name__
+    supported = "a vae_tutorial.VAE" + (", ConditionalVAE" if conditional else "") \
+        + (", Autoencoder" if autoencoder else "")
+    if callable(getattr(model, "elbo_terms", None)):
+        raise ArgumentTypeError(
+            f"{name}: {what} supports models with one Gaussian code z ~ N(0, I) decoded by decode(z) "
+            f"({supported}), got a {kind}, whose latent variables are not one such code (hierarchical "
+            "layers, an autoregressive decoder or a diffusion chain); use a VAE, or "
+            + (instead or "the functions that handle every model (vt.elbo, vt.iwae_bound, vt.evaluate_model, "
+                          "model.sample)"))
+    if not conditional and hasattr(model, "num_classes"):
+        raise ArgumentTypeError(f"{name}: {what} supports {supported}, got a conditional {kind} "
+                                "(its encode and decode need labels y); use an unconditional VAE")
+    if not autoencoder and getattr(model, "encode", None) is not None and _is_autoencoder(model):
+        raise ArgumentTypeError(f"{name}: {what} supports {supported}, got a deterministic {kind} "
+                                "(no posterior q_φ(z|x), no KL); use a VAE")
+
+
+def _is_autoencoder(model) -> bool:
+    from .models import Autoencoder  # late: models imports this module
+    return isinstance(model, Autoencoder)
+
+
+def check_tensor(name: str, value, *, dim: int | None = None, finite: bool = True) -> Tensor:
+    """``value`` as a floating tensor (a NumPy array or nested list is converted), checked before any work.
+
+    Refuses a non-numeric value (:class:`ArgumentTypeError`), a tensor with another number of
+    dimensions than ``dim`` and, with ``finite``, NaN or infinite entries (:class:`DataError`):
+    they would turn every statistic computed from it into NaN without a word.
+    """
+    if not isinstance(value, Tensor):
+        try:
+            value = torch.as_tensor(value)
+        except (TypeError, ValueError, RuntimeError):
+            raise ArgumentTypeError(f"{name} must be a tensor of numbers, got {_show(value)} "
+                                    f"({type(value).__name__})") from None
+    if value.dtype == torch.bool or value.is_complex() or not (value.is_floating_point()
+                                                               or value.dtype in _INTEGER_DTYPES):
+        raise ArgumentTypeError(f"{name} must be a tensor of real numbers, got dtype {value.dtype}")
+    if not value.is_floating_point():
+        value = value.to(torch.get_default_dtype())
+    if dim is not None and value.dim() != dim:
+        raise ArgumentError(f"{name} must have {dim} dimension(s), got shape {tuple(value.shape)}")
+    if finite and value.numel() and not bool(torch.isfinite(value.detach()).all()):
+        bad = int((~torch.isfinite(value.detach())).sum())
+        raise DataError(f"{name} holds {bad} NaN or infinite value(s); every result computed from it would be "
+                        "NaN: remove them (or fix what produced them) first")
+    return value
+
+
+_INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
 
 def expected_image_shape(model) -> tuple[int, ...] | None:

@@ -15,8 +15,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .losses import iwae_bound
-from .errors import ArgumentError
+from .errors import (
+    ArgumentTypeError,
+    check_finite_parameters,
+    check_images,
+    check_int,
+    check_model,
+)
+from .losses import _check_batch, iwae_bound
+from .models import Autoencoder
 
 __all__ = ["iwae_gradient_snr"]
 
@@ -48,8 +55,25 @@ def iwae_gradient_snr(model, x: Tensor, k: int, repeats: int = 100, *,
         A dict with keys ``"encoder"`` and ``"decoder"`` (``(P,)`` float64 SNRs, one per
         parameter coordinate) and ``"repeats"``.
     """
-    if int(repeats) != repeats or repeats < 2:
-        raise ArgumentError(f"repeats must be an integer ≥ 2, got {repeats!r}")
+    repeats = check_int("repeats", repeats, min=2)
+    k = check_int("k", k, min=1)
+    check_model(model)
+    parts = {part: getattr(model, part, None) for part in ("encoder", "decoder")}
+    if not all(isinstance(m, torch.nn.Module) for m in parts.values()):
+        missing = " and ".join(p for p, m in parts.items() if not isinstance(m, torch.nn.Module))
+        raise ArgumentTypeError(
+            f"model: iwae_gradient_snr splits the gradient into the encoder's (φ) and the decoder's (θ), so it "
+            f"supports models with encoder and decoder modules (vae_tutorial.VAE, PixelVAE), got a "
+            f"{type(model).__name__} without {missing}")
+    if hasattr(model, "num_classes"):
+        raise ArgumentTypeError(f"model: iwae_gradient_snr supports unconditional models (VAE, PixelVAE), got a "
+                                f"conditional {type(model).__name__} (its bound needs labels y)")
+    if isinstance(model, Autoencoder):
+        raise ArgumentTypeError("model: iwae_gradient_snr needs a posterior q_φ(z|x) to draw codes from; a "
+                                "deterministic Autoencoder has none: use a VAE")
+    check_finite_parameters(model)
+    _check_batch(x, "iwae_gradient_snr")
+    x = check_images(model, x, "iwae_gradient_snr: x").to(next(model.parameters()).device)
     groups = {"encoder": [p for p in model.encoder.parameters() if p.requires_grad],
               "decoder": [p for p in model.decoder.parameters() if p.requires_grad]}
     params = groups["encoder"] + groups["decoder"]

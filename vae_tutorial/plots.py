@@ -24,7 +24,16 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from .errors import ArgumentError, ArgumentTypeError, check_float, check_int
+from .errors import (
+    ArgumentError,
+    ArgumentTypeError,
+    check_finite_parameters,
+    check_float,
+    check_images,
+    check_int,
+    check_one_latent_vae,
+    check_tensor,
+)
 from .models import Autoencoder, ConditionalVAE
 from .train import dataset_tensors
 
@@ -191,10 +200,19 @@ def _evaluating(model):
 
 
 def _check_module(model, name: str = "model") -> None:
-    """Refuse a model argument that is not a torch module (cheap, once per call)."""
+    """Refuse a model argument that is not a torch module, or has NaN/inf weights (cheap, once per call)."""
     if not isinstance(model, torch.nn.Module):
         raise ArgumentTypeError(f"{name} must be a torch.nn.Module such as vae_tutorial.VAE, "
                                 f"got {type(model).__name__}")
+    check_finite_parameters(model, name)  # else the pictures would be blank or the error a NaN pixel
+
+
+def _check_decodable(model, what: str) -> None:
+    """Refuse a model whose ``decode(z)`` does not map prior codes ``z ~ N(0, I)`` of
+    ``latent_dim`` values to images (a Part III model), naming what ``what`` supports."""
+    _check_module(model)
+    check_one_latent_vae(model, what, conditional=True, autoencoder=True,
+                         instead="plot_samples and plot_reconstructions, which draw every model")
 
 
 def _is_conditional(model) -> bool:
@@ -219,9 +237,11 @@ def decode_mean(model, z: Tensor, y=None) -> Tensor:
     """The mean of ``p_θ(x|z)`` for codes ``z`` ``(B, Z)``, on the CPU; shaped like the data.
 
     ``y`` (an int or a ``(B,)`` tensor) is the class for a :class:`ConditionalVAE`.
+    Part III models (hierarchical, autoregressive, diffusion) have no such ``decode(z)``
+    and are refused; draw from them with :func:`plot_samples`.
     """
-    _check_module(model)
-    z = torch.as_tensor(z)
+    _check_decodable(model, "decode_mean")
+    z = check_tensor("z", z)
     if z.dim() == 1:
         z = z[None]
     latent = getattr(model, "latent_dim", None)
@@ -241,9 +261,10 @@ def encode_mean(model, x: Tensor, y=None, batch_size: int = 1024) -> Tensor:
     """
     _check_module(model)
     batch_size = check_int("batch_size", batch_size, min=1)
-    x = torch.as_tensor(x)
-    if x.dim() < 2:
-        raise ArgumentError(f"x must be a batch of examples (N, ...), got shape {tuple(x.shape)}")
+    x = check_tensor("x", x)
+    if x.dim() < 2 or x.shape[0] == 0:
+        raise ArgumentError(f"x must be a non-empty batch of examples (N, ...), got shape {tuple(x.shape)}")
+    x = check_images(model, x, "encode_mean: x")
     cond_all = _labels_for(model, y, x.shape[0], "encode_mean")
     out = []
     with _evaluating(model):
@@ -274,7 +295,7 @@ def plot_reconstructions(model, x, n: int = 8, y=None,
     if n < 1:
         raise ArgumentError(f"plot_reconstructions needs at least one image: n must be ≥ 1 and x non-empty, "
                             f"got n={n} and {x.shape[0]} images")
-    xb = x[:n]
+    xb = check_images(model, x[:n], "plot_reconstructions: x")
     if y is not None and not isinstance(y, int):
         y = torch.as_tensor(y)[:n]
     cond = _labels_for(model, y, n, "plot_reconstructions")
@@ -315,6 +336,13 @@ def plot_samples(model, n: int = 64, generator: torch.Generator | None = None,
     return fig
 
 
+def _two_dims(dims) -> tuple[int, int]:
+    """``dims`` as two integer latent coordinates (``(0, 2.7)`` is refused, not truncated)."""
+    if not isinstance(dims, (tuple, list)) or len(dims) != 2:
+        raise ArgumentError(f"dims must be two latent coordinates, e.g. (0, 1), got {dims!r}")
+    return check_int("dims[0]", dims[0]), check_int("dims[1]", dims[1])
+
+
 def _subset(n: int, max_points: int) -> Tensor:
     """A fixed random subset of ``range(n)`` (fixed seed: the same picture every run)."""
     if n <= max_points:
@@ -339,6 +367,8 @@ def plot_latent_scatter(model, data_or_x, labels=None, classes: Sequence[str] | 
 
     A :class:`ConditionalVAE` is encoded with the labels as ``y``.
     """
+    _check_module(model)
+    max_points = check_int("max_points", max_points, min=1)
     x, data_labels = dataset_tensors(data_or_x)
     if labels is None:
         labels = data_labels
@@ -363,7 +393,7 @@ def plot_latent_scatter(model, data_or_x, labels=None, classes: Sequence[str] | 
         axis_names = ("PC 1 of μ_φ(x)", "PC 2 of μ_φ(x)")
         suffix = f" (first two principal components of Z={z_dim})"
     elif projection == "dims":
-        d0, d1 = (int(d) for d in dims)
+        d0, d1 = _two_dims(dims)
         if z_dim == 1:
             raise ArgumentError("a 1-D latent space has no plane to scatter; use a histogram of the means")
         if not (0 <= d0 < z_dim and 0 <= d1 < z_dim) or d0 == d1:
@@ -415,7 +445,7 @@ def plot_manifold(model, n: int = 15, span: float = 0.9, dims: tuple[int, int] =
         y: the class (int) for a :class:`ConditionalVAE`.
         ticks: how many tick labels (z values) per axis.
     """
-    _check_module(model)
+    _check_decodable(model, "plot_manifold")
     n = check_int("n", n)  # the types; the ranges below
     span = check_float("span", span)
     ticks = check_int("ticks", ticks, min=1)
@@ -424,13 +454,13 @@ def plot_manifold(model, n: int = 15, span: float = 0.9, dims: tuple[int, int] =
     if int(n) < 2:
         raise ArgumentError(f"n must be at least 2 grid points per axis, got {n}")
     z_dim = int(model.latent_dim)
-    d0, d1 = (int(d) for d in dims)
+    d0, d1 = _two_dims(dims)
     if z_dim < 2 or not (0 <= d0 < z_dim and 0 <= d1 < z_dim) or d0 == d1:
         raise ArgumentError(f"dims must be two different indices in [0, {z_dim}) of a latent space with Z >= 2, "
                             f"got dims={dims}")
     probs = torch.linspace((1 - span) / 2, (1 + span) / 2, n, dtype=torch.float64)
     values = torch.distributions.Normal(0.0, 1.0).icdf(probs).float()
-    base = torch.zeros(z_dim) if z_rest is None else torch.as_tensor(z_rest, dtype=torch.float32).reshape(-1)
+    base = torch.zeros(z_dim) if z_rest is None else check_tensor("z_rest", z_rest).float().reshape(-1)
     if base.shape != (z_dim,):
         raise ArgumentError(f"z_rest must have shape ({z_dim},), got {tuple(base.shape)}")
     z = base.repeat(n * n, 1)
@@ -572,7 +602,7 @@ def plot_interpolation(model, x_a, x_b, steps: int = 10, method: str = "linear",
 
     The end images are reconstructions of ``x_a`` and ``x_b``, not the inputs themselves.
     """
-    _check_module(model)
+    _check_decodable(model, "plot_interpolation")
     steps = check_int("steps", steps)
     if steps < 2:
         raise ArgumentError(f"steps must be at least 2 (the two endpoints), got {steps}")
