@@ -10,6 +10,7 @@ import dataclasses
 import gzip
 import hashlib
 import math
+import os
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -184,6 +185,7 @@ def test_registry_is_complete():
         for split in info.files:
             for f in info.files[split]:
                 assert len(info.sha256[f]) == 64 and int(info.sha256[f], 16) >= 0
+                assert info.sizes[f] > 0  # every download is capped at the file's known size
     assert data.DATASETS["fashion-mnist"].classes[0] == "T-shirt/top"
 
 
@@ -328,19 +330,22 @@ def server():
     thread.join()
 
 
-def serve(srv, prefix: str, files: dict[str, bytes], extra: int = 0) -> str:
+def serve(srv, prefix: str, files: dict[str, bytes], extra: int = 0, cut: int = 0) -> str:
+    """Serve ``files`` under ``prefix``, announcing ``extra`` bytes more than each has and
+    sending ``cut`` bytes fewer."""
     for name, content in files.items():
-        srv.routes[f"{prefix}/{name}"] = (content, len(content) + extra)
+        srv.routes[f"{prefix}/{name}"] = (content[:len(content) - cut], len(content) + extra)
     return f"{srv.url}{prefix}/"
 
 
 @pytest.fixture
 def tiny_mnist(monkeypatch):
-    """The real "mnist" entry with the hashes of the test's tiny files; returns those files."""
+    """The real "mnist" entry with the hashes and sizes of the test's tiny files; returns those files."""
     files = tiny_split()
     info = data.DATASETS["mnist"]
-    monkeypatch.setitem(data.DATASETS, "mnist",
-                        dataclasses.replace(info, sha256={**info.sha256, **sha256s(files)}, mirrors=()))
+    monkeypatch.setitem(data.DATASETS, "mnist", dataclasses.replace(
+        info, sha256={**info.sha256, **sha256s(files)}, sizes={**info.sizes, **{n: len(c) for n, c in files.items()}},
+        mirrors=()))
     return files
 
 
@@ -388,12 +393,130 @@ def test_wrong_hash_keeps_nothing(server, tiny_mnist):
 
 
 def test_truncated_body_keeps_nothing(server, tiny_mnist):
-    base = serve(server, "/m", tiny_mnist, extra=1000)  # announces 1000 bytes it never sends
+    base = serve(server, "/m", tiny_mnist, cut=100)  # announces 100 bytes it never sends
     with pytest.raises(DatasetNotFoundError, match="interrupted") as err:
         load_dataset("mnist", mirrors=[base])
     size = len(tiny_mnist[TRAIN_IMAGES])
-    assert f"got {size} of {size + 1000} bytes" in str(err.value)
+    assert f"got {size - 100} of {size} bytes" in str(err.value)
     assert not cache_of("mnist").exists()
+
+
+def test_a_mirror_announcing_more_than_the_known_size_is_refused(server, tiny_mnist):
+    base = serve(server, "/m", tiny_mnist, extra=1000)
+    size = len(tiny_mnist[TRAIN_IMAGES])
+    with pytest.raises(DatasetNotFoundError, match=f"announces {size + 1000:,} bytes, more than the file's "
+                                                   f"known size of {size:,} bytes"):
+        load_dataset("mnist", mirrors=[base])
+    assert not cache_of("mnist").exists()
+
+
+# A hostile mirror (red-team N05, and the size cap of issue 21): it paces itself with an Event, so
+# the test ends as soon as the client hangs up, and a client that never hangs up fails the test
+# (the headers or the stream then end, after LIMIT bytes) instead of hanging it.
+
+class _Hostile(BaseHTTPRequestHandler):
+    """``/slowhead/<file>``: the status line and then header bytes, one every 20 ms, without end;
+    ``/oversized/<file>``: the right file, then more bytes without end (no Content-Length)."""
+
+    LIMIT = 2000  # bytes: 40 s of slow headers, 2000 bytes past the end of the file
+
+    def do_GET(self):  # noqa: N802 (http.server's naming)
+        srv, name = self.server, self.path.rsplit("/", 1)[-1]
+        try:
+            if self.path.startswith("/slowhead/"):
+                for byte in (b"HTTP/1.0 200 OK\r\n" + b"X-Pad: " + b"a" * self.LIMIT)[:self.LIMIT]:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    if srv.stop.wait(0.02):
+                        return
+                srv.finished.set()  # the client waited for all of it: the deadline did not hold
+                self.wfile.write(b"\r\n\r\n" + srv.files[name])
+            else:
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(srv.files[name])
+                self.wfile.flush()
+                for _ in range(self.LIMIT):
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                    if srv.stop.wait(0.001):
+                        return
+                srv.finished.set()
+        except (BrokenPipeError, ConnectionResetError):
+            srv.hung_up.set()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def hostile(tiny_mnist):
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Hostile)
+    srv.daemon_threads = True
+    srv.files, srv.stop, srv.hung_up, srv.finished = tiny_mnist, threading.Event(), threading.Event(), threading.Event()
+    srv.url = f"http://127.0.0.1:{srv.server_address[1]}"
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    yield srv
+    srv.stop.set()  # ends a handler still writing
+    srv.shutdown()
+    srv.server_close()
+    thread.join()
+
+
+def test_slow_headers_do_not_defeat_the_deadline(hostile, monkeypatch):  # N05
+    monkeypatch.setenv(data.DEADLINE_ENV, "0.5")
+    with pytest.raises(DatasetNotFoundError, match=r"too slow: no complete response \(status line and headers\) "
+                                                   r"past the 0\.5 s deadline") as err:
+        load_dataset("mnist", mirrors=[f"{hostile.url}/slowhead/"])
+    assert data.DEADLINE_ENV in str(err.value)
+    assert not hostile.finished.is_set()  # the client gave up while the headers were still coming
+    assert not cache_of("mnist").exists()
+
+
+class _CountingOS:
+    """``os`` for vae_tutorial.data, counting the bytes written to every file it opens."""
+
+    def __init__(self):
+        self.opened, self.writes = 0, []
+
+    def __getattr__(self, name):
+        return getattr(os, name)
+
+    def fdopen(self, fd, mode):
+        real, writes = os.fdopen(fd, mode), self.writes
+        self.opened += 1
+
+        class Counted:
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                real.close()
+
+            def write(self, chunk):
+                writes.append(len(chunk))
+                return real.write(chunk)
+
+            def __getattr__(self, name):
+                return getattr(real, name)
+
+        return Counted()
+
+
+def test_a_mirror_sending_more_than_the_known_size_is_refused_without_writing_past_it(
+        hostile, tiny_mnist, monkeypatch):
+    cache = cache_of("mnist")
+    write_files(cache, {TRAIN_LABELS: tiny_mnist[TRAIN_LABELS]})  # a good copy already in the cache
+    counting = _CountingOS()
+    monkeypatch.setattr(data, "os", counting)
+    size = len(tiny_mnist[TRAIN_IMAGES])
+    with pytest.raises(DatasetNotFoundError, match=f"sent more than the file's known size of {size:,} bytes"):
+        load_dataset("mnist", mirrors=[f"{hostile.url}/oversized/"])
+    assert counting.opened == 1 and sum(counting.writes) <= size  # nothing past the known size reached the disk
+    assert not hostile.finished.is_set()
+    assert files_under(cache) == [cache / TRAIN_LABELS]  # no partial images file; the good copy is untouched
+    assert (cache / TRAIN_LABELS).read_bytes() == tiny_mnist[TRAIN_LABELS]
 
 
 @pytest.fixture

@@ -34,13 +34,15 @@ import http.client
 import json
 import math
 import os
+import socket
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -104,7 +106,8 @@ class DatasetInfo:
     """Everything the loader knows about one data set.
 
     ``files`` maps a split to its ``(images file, labels file)``; ``sha256`` maps each file to
-    the SHA-256 of the canonical download; ``mirrors`` are base URLs tried in order.
+    the SHA-256 of the canonical download and ``sizes`` to its size in bytes (a mirror that
+    announces or sends more is refused); ``mirrors`` are base URLs tried in order.
     ``source="sklearn"`` marks a data set that ships with scikit-learn (no files at all).
     """
 
@@ -115,6 +118,7 @@ class DatasetInfo:
     files: dict[str, tuple[str, str]]
     sha256: dict[str, str]
     mirrors: tuple[str, ...] = ()
+    sizes: dict[str, int] = field(default_factory=dict)
     debian_package: str | None = None
     torchvision_dir: str | None = None
     source: str = "idx"
@@ -141,6 +145,8 @@ DATASETS: dict[str, DatasetInfo] = {
             "t10k-images-idx3-ubyte.gz": "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
             "t10k-labels-idx1-ubyte.gz": "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
         },
+        sizes={"train-images-idx3-ubyte.gz": 26_421_880, "train-labels-idx1-ubyte.gz": 29_515,
+               "t10k-images-idx3-ubyte.gz": 4_422_102, "t10k-labels-idx1-ubyte.gz": 5_148},
         mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
                  "https://github.com/zalandoresearch/fashion-mnist/raw/master/data/fashion/"),
         debian_package="dataset-fashion-mnist",
@@ -158,6 +164,8 @@ DATASETS: dict[str, DatasetInfo] = {
             "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
             "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
         },
+        sizes={"train-images-idx3-ubyte.gz": 9_912_422, "train-labels-idx1-ubyte.gz": 28_881,
+               "t10k-images-idx3-ubyte.gz": 1_648_877, "t10k-labels-idx1-ubyte.gz": 4_542},
         mirrors=("https://ossci-datasets.s3.amazonaws.com/mnist/",
                  "https://storage.googleapis.com/cvdf-datasets/mnist/"),
         torchvision_dir="MNIST",
@@ -175,6 +183,8 @@ DATASETS: dict[str, DatasetInfo] = {
             "t10k-images-idx3-ubyte.gz": "edd7a857845ad6bb1d0ba43fe7e794d164fe2dce499a1694695a792adfac43c5",
             "t10k-labels-idx1-ubyte.gz": "20bb9a0ef54c7db3efc55a92eef5582c109615df22683c380526788f98e42a1c",
         },
+        sizes={"train-images-idx3-ubyte.gz": 18_165_135, "train-labels-idx1-ubyte.gz": 29_497,
+               "t10k-images-idx3-ubyte.gz": 3_041_136, "t10k-labels-idx1-ubyte.gz": 5_120},
         mirrors=("http://codh.rois.ac.jp/kmnist/dataset/kmnist/",),
         torchvision_dir="KMNIST",
     ),
@@ -513,7 +523,7 @@ def _locate(info: DatasetInfo, filename: str, root, download: bool, mirrors) -> 
     for base in mirrors:
         url = base.rstrip("/") + "/" + filename
         try:
-            return _download(url, target_dir / filename, info.sha256[filename])
+            return _download(url, target_dir / filename, info.sha256[filename], info.sizes.get(filename))
         except _MirrorFailure as e:
             failures.append(f"{url}: {e}")
     raise DatasetNotFoundError(_not_found_message(
@@ -646,11 +656,98 @@ class _MirrorFailure(Exception):
     """One mirror could not deliver a verified file; the next one is tried."""
 
 
-def _download(url: str, dest: Path, sha256: str) -> Path:
+class _Deadline:
+    """Ends a download when its deadline passes, whatever the download is waiting for.
+
+    A socket timeout bounds each read, not their sum: a mirror that sends its status line,
+    its headers or its body a byte at a time, each byte within the timeout, would hold the
+    download as long as it liked. So every connection the download opens (redirects
+    included) is registered here, and a timer shuts them all down when the deadline passes:
+    the read that is waiting returns at once, and the mirror is reported as too slow.
+    Connecting is bounded too: no connection attempt may outlast the time left.
+    """
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.start = time.monotonic()
+        self.expired = False
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []  # duplicates: shut down at the deadline, closed at the end
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> "_Deadline":
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._timer.cancel()
+        with self._lock:
+            for sock in self._sockets:
+                sock.close()
+            self._sockets.clear()
+
+    def left(self) -> float:
+        return max(self.seconds - (time.monotonic() - self.start), 0.0)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def _connect(self, address, timeout=None, source_address=None, **kwargs) -> socket.socket:
+        """``socket.create_connection``, bounded by the time left and watched until the end."""
+        left = self.left()
+        timeout = left if timeout is None or not isinstance(timeout, (int, float)) else min(timeout, left)
+        if timeout <= 0:
+            raise TimeoutError("the download deadline passed before connecting")
+        sock = socket.create_connection(address, timeout, source_address, **kwargs)
+        with self._lock:
+            if self.expired:
+                sock.close()
+                raise TimeoutError("the download deadline passed while connecting")
+            # a duplicate descriptor: shutting it down ends the connection, and it stays ours
+            # to close (the original may be closed, and its number reused, at any time)
+            self._sockets.append(sock.dup())
+        return sock
+
+    def open(self, url: str, timeout: float):
+        """``urllib.request.urlopen(url)`` with every connection watched by this deadline."""
+        deadline = self
+
+        class Watched:
+            def do_open(self, http_class, req, **kwargs):
+                def connection(host, **conn_kwargs):
+                    conn = http_class(host, **conn_kwargs)
+                    conn._create_connection = deadline._connect
+                    return conn
+                return super().do_open(connection, req, **kwargs)
+
+        handlers = [type("WatchedHTTP", (Watched, urllib.request.HTTPHandler), {})(),
+                    type("WatchedHTTPS", (Watched, urllib.request.HTTPSHandler), {})()]
+        return urllib.request.build_opener(*handlers).open(url, timeout=timeout)
+
+    def too_slow(self, received: int, announced, in_body: bool) -> "_MirrorFailure":
+        longer = f"past the {self.seconds:g} s deadline (set ${DEADLINE_ENV} to allow longer)"
+        if not in_body:
+            return _MirrorFailure(f"too slow: no complete response (status line and headers) {longer}")
+        elapsed = max(time.monotonic() - self.start, 1e-9)
+        return _MirrorFailure(f"too slow: {received} bytes in {elapsed:.1f} s ({received / elapsed:,.0f} B/s"
+                              f"{f' of {int(announced):,} bytes' if announced else ''}), {longer}")
+
+
+def _download(url: str, dest: Path, sha256: str, size: int | None = None) -> Path:
     """Fetch ``url`` into ``dest``, keeping it only if its SHA-256 is ``sha256``.
 
     Bytes go to a temporary file next to ``dest`` that is renamed only after the hash matches,
-    so an interrupted or wrong download never leaves a file behind.
+    so an interrupted or wrong download never leaves a file behind. The whole download
+    (connecting, the headers and the body) must end within the deadline
+    (:func:`_download_deadline`), and a file of known ``size`` is refused as soon as a mirror
+    announces or sends more: nothing past ``size`` is ever written.
     """
     print(f"Downloading {url} to {dest.parent}", file=sys.stderr)
     created = not dest.parent.exists()
@@ -664,33 +761,43 @@ def _download(url: str, dest: Path, sha256: str) -> Path:
     try:
         digest = hashlib.sha256()
         received = 0
-        deadline = _download_deadline()
-        start = time.monotonic()
+        announced, in_body = None, False
+        deadline = _Deadline(_download_deadline())
+        too_big = f"more than the file's known size of {size:,} bytes; refused" if size is not None else ""
         try:
-            timeout = min(DOWNLOAD_TIMEOUT, deadline)
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+            with deadline, os.fdopen(fd, "wb") as out, \
+                    deadline.open(url, timeout=min(DOWNLOAD_TIMEOUT, deadline.seconds)) as response:
+                # headers cut short by the deadline end early, as if complete: they are not
+                in_body = not deadline.expired
                 announced = response.headers.get("Content-Length")
-                # read1 returns what one socket read delivers, so the deadline is checked between
-                # trickles too (read(n) would wait for all n bytes, each read within its own timeout).
-                while chunk := response.read1(1 << 20):
+                if size is not None and announced is not None and int(announced) > size:
+                    raise _MirrorFailure(f"announces {int(announced):,} bytes, {too_big}")
+                # read1 returns what one socket read delivers; never more than one byte past the
+                # known size, so an oversized answer is caught before anything past it is written
+                while chunk := response.read1(1 << 20 if size is None else min(1 << 20, size - received + 1)):
+                    if size is not None and received + len(chunk) > size:
+                        raise _MirrorFailure(f"sent {too_big}")
                     out.write(chunk)
                     digest.update(chunk)
                     received += len(chunk)
-                    elapsed = time.monotonic() - start
-                    if elapsed > deadline:
-                        raise _MirrorFailure(
-                            f"too slow: {received} bytes in {elapsed:.1f} s ({received / elapsed:,.0f} B/s"
-                            f"{f' of {int(announced):,} bytes' if announced else ''}), past the "
-                            f"{deadline:g} s deadline (set ${DEADLINE_ENV} to allow longer)")
+                    if deadline.left() <= 0:
+                        raise deadline.too_slow(received, announced, True)
+                if deadline.expired:  # the timer ended the headers or the body early
+                    raise deadline.too_slow(received, announced, in_body)
+                out.flush()
+                os.fsync(out.fileno())
         except _MirrorFailure:
             raise
-        except urllib.error.HTTPError as e:
-            raise _MirrorFailure(f"HTTP {e.code} {e.reason}") from None
-        except urllib.error.URLError as e:
-            raise _MirrorFailure(f"unreachable ({e.reason})") from None
-        except ValueError as e:  # a malformed mirror URL
-            raise _MirrorFailure(str(e)) from None
-        except (OSError, http.client.HTTPException) as e:  # reset, timeout, truncated chunked body
+        except (OSError, ValueError, http.client.HTTPException) as e:  # URLError is an OSError
+            if deadline.expired:
+                raise deadline.too_slow(received, announced, in_body) from None
+            if isinstance(e, urllib.error.HTTPError):
+                raise _MirrorFailure(f"HTTP {e.code} {e.reason}") from None
+            if isinstance(e, urllib.error.URLError):
+                raise _MirrorFailure(f"unreachable ({e.reason})") from None
+            if isinstance(e, ValueError):  # a malformed mirror URL or Content-Length
+                raise _MirrorFailure(str(e)) from None
+            # reset, timeout, truncated chunked body
             raise _MirrorFailure(f"download interrupted after {received} bytes ({e or type(e).__name__})") from None
         # http.client returns a short body without complaint when the server closes early.
         if announced is not None and received != int(announced):
