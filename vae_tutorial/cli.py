@@ -23,6 +23,11 @@ the ``config.json`` it wrote); it never overwrites or deletes a file it did not 
 means). Every file is written atomically (:func:`vae_tutorial.files.atomic_write`): a full
 disk or a kill leaves the previous file intact and prints one ``error:`` line. SIGTERM stops
 a command as Ctrl-C does.
+
+Under ``torchrun --nproc-per-node W -m vae_tutorial train ...`` the W processes train one run
+data-parallel (:mod:`vae_tutorial.distributed`; ``--batch-size`` is the global batch): rank 0
+locks and writes the run folder and prints, the others train silently, and an error in any
+process before training starts ends every process with one ``error:`` line.
 """
 from __future__ import annotations
 
@@ -40,7 +45,7 @@ from pathlib import Path
 
 import torch
 
-from . import __version__
+from . import __version__, distributed
 from .data import BINARIZE_OPTIONS, DATASETS, DatasetError, load_dataset
 from .device import resolve_device
 from .errors import SEED_MAX, RunLockedError, VAETutorialError, check_seed
@@ -70,6 +75,7 @@ examples:
   python -m vae_tutorial train                          # 8x8 digits, offline, a few seconds
   python -m vae_tutorial train --dataset fashion-mnist --epochs 10 --latent-dim 20
   python -m vae_tutorial train --dataset mnist --model conv --binarize dynamic --out runs/mnist-conv
+  torchrun --nproc-per-node 2 -m vae_tutorial train --dataset fashion-mnist   # 2 processes (DDP)
   python -m vae_tutorial evaluate --run runs/digits-mlp --k 1000
   python -m vae_tutorial sample --run runs/digits-mlp --n 64 --out samples.png
 
@@ -314,6 +320,7 @@ def _check_out(out: str | None) -> None:
                        "for the default")
 
 
+@distributed.fail_together  # under torchrun: one process's error stops them all
 def cmd_train(args) -> int:
     # ---- everything is checked before the run folder is touched
     _check_options(args, "seed")
@@ -351,6 +358,8 @@ def cmd_train(args) -> int:
 
     out = Path(args.out if args.out is not None else f"runs/{train.name}-{args.model}")
     ckpt = out / CHECKPOINT_FILE
+    if not distributed.world().is_main:  # under torchrun: rank 0 owns the run folder and prints
+        return _train_follower(args, ckpt, model, train, test, device)
     if out.exists() and not out.is_dir():
         raise CLIError(f"--out {out} is a file, not a folder; choose another --out")
     created = not out.exists()
@@ -399,11 +408,14 @@ def _train_locked(args, out: Path, ckpt: Path, config: dict, model, train, test,
     _write_json(out / CONFIG_FILE, config)
     _write_json(out / RUN_MARKER, {"written_by": "python -m vae_tutorial train", "vae_tutorial": __version__,
                                    "config_sha256": _config_digest(config)})
+    world = distributed.world()
+    distributed.agree(world, done)  # under torchrun: the run folder is ready; the others start
 
     n_params = sum(p.numel() for p in model.parameters())
     print(f"training a {args.model} VAE ({n_params:,} parameters, latent {args.latent_dim}, {args.likelihood}) "
-          f"on {len(train)} {train.name} images, device {device}")
-    beta = linear_warmup(args.warmup, args.beta) if args.warmup > 0 else args.beta
+          f"on {len(train)} {train.name} images, device {device}"
+          + (f", {world.size} processes (global batch {args.batch_size})" if world.active else ""))
+    beta = _beta(args)
     if done >= args.epochs:
         print(f"nothing to do: the run in {out} has already been trained for {done} epochs "
               f"(ask for more with --epochs)")
@@ -416,6 +428,19 @@ def _train_locked(args, out: Path, ckpt: Path, config: dict, model, train, test,
         print(_fmt(history.records[-1], args.epochs), flush=True)
     print(f"saved {out / CHECKPOINT_FILE} and {out / CONFIG_FILE} ({time.perf_counter() - t0:.1f} s)\n"
           f"next: python -m vae_tutorial evaluate --run {out}")
+    return 0
+
+
+def _beta(args):
+    return linear_warmup(args.warmup, args.beta) if args.warmup > 0 else args.beta
+
+
+def _train_follower(args, ckpt: Path, model, train, test, device) -> int:
+    """``train`` in a process of rank > 0 under torchrun: the epochs rank 0 says, silently."""
+    done = distributed.agree(distributed.world())[0]  # rank 0's epochs so far, once its folder is ready
+    for epoch in range(done + 1, args.epochs + 1):
+        fit(model, train, epochs=epoch, batch_size=args.batch_size, lr=args.lr, beta=_beta(args),
+            valid=test, device=device, seed=args.seed, progress=False, checkpoint=ckpt)
     return 0
 
 

@@ -18,6 +18,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from . import distributed
 from .data import binarize
 from .device import resolve_device
 from .errors import (
@@ -406,6 +407,7 @@ def _progress(iterable, enabled: bool, **kw):
     return tqdm(iterable, **kw)
 
 
+@distributed.fail_together
 def fit(model: torch.nn.Module, train, *, epochs: int, batch_size: int = 128, lr: float | Schedule = 1e-3,
         beta: float | Schedule = 1.0, valid=None, device: torch.device | str | None = None,
         seed: int = 0, progress: bool = True, checkpoint: str | os.PathLike | None = None,
@@ -450,6 +452,12 @@ def fit(model: torch.nn.Module, train, *, epochs: int, batch_size: int = 128, lr
             same signature ``(model, x, beta, *, y, generator) -> ELBOTerms``. The book
             uses it to train deliberately broken losses; leave it ``None``.
 
+    Under ``torchrun --nproc-per-node W`` (or any initialised process group) ``fit`` trains
+    data-parallel with DistributedDataParallel, gloo on CPU and NCCL on GPU: ``batch_size``
+    is the global batch, every process takes its share of each step's batch, rank 0 alone
+    reads and writes ``checkpoint`` (resumable only at the same W) and an error in one process
+    stops all of them. See :mod:`vae_tutorial.distributed` for the exact semantics.
+
     Returns:
         The :class:`History` of per-epoch numbers.
 
@@ -481,7 +489,9 @@ def fit(model: torch.nn.Module, train, *, epochs: int, batch_size: int = 128, lr
         beta = check_float("beta", beta, min=0.0)
     if elbo_fn is not None and not callable(elbo_fn):
         raise ArgumentTypeError(f"elbo_fn must be a function like vae_tutorial.elbo, got {elbo_fn!r}")
-    device = resolve_device(device)
+    # under torchrun: this process's rank and device (distributed.py; a plain run is rank 0 of 1)
+    world = distributed.world()
+    device = distributed.local_device(world, resolve_device(device))
     dtype = next(model.parameters()).dtype
     conditional = hasattr(model, "num_classes")
     likelihood = getattr(model, "likelihood", None)
@@ -498,7 +508,8 @@ def fit(model: torch.nn.Module, train, *, epochs: int, batch_size: int = 128, lr
             raise DataError("a ConditionalVAE needs a validation set with labels")
         _check_data_once(v_images, v_labels, likelihood, num_classes, "the validation data")
         check_images(model, v_images, "the validation data (valid=)")
-    data_id = _data_identity(images, labels if conditional else None) if checkpoint is not None else None
+    data_id = (_data_identity(images, labels if conditional else None)
+               if checkpoint is not None or world.active else None)
     model.to(device)
     images = images.to(device=device, dtype=dtype)
     labels = labels.to(device) if labels is not None else None
@@ -511,7 +522,10 @@ def fit(model: torch.nn.Module, train, *, epochs: int, batch_size: int = 128, lr
 
     n = images.shape[0]
     steps = math.ceil(n / batch_size)
+    distributed.check_shards(world, n, batch_size)
     generator = torch.Generator(device=device).manual_seed(seed)
+    # the reparameterisation noise: the same generator in a plain run, one per process under torchrun
+    noise = distributed.noise_generator(seed, world, device) if world.active else generator
     optimizer = _adam(model.parameters(), lr0, device)
     history = History()
     start_epoch = 0
@@ -524,19 +538,22 @@ def fit(model: torch.nn.Module, train, *, epochs: int, batch_size: int = 128, lr
             "beta": "schedule" if callable(beta) else beta, "dynamic_binarization": dynamic,
             "model": type(model).__name__, "likelihood": likelihood,
             "architecture": hashlib.sha256(repr(model).encode()).hexdigest()[:16],
-            "data": data_id,
+            "data": data_id, "world_size": world.size,
             # the objective, when not the book's ELBO (a custom elbo_fn changes what is trained)
             "elbo_fn": None if elbo_fn in (None, elbo) else f"{getattr(elbo_fn, '__module__', '?')}."
                                                     f"{getattr(elbo_fn, '__qualname__', type(elbo_fn).__name__)}",
         })
         identity = settings["identity"] = model_identity(model)
-        clean_stale_temporaries(checkpoint)
+        if world.is_main:  # rank 0 owns the files
+            clean_stale_temporaries(checkpoint)
 
-    if checkpoint is not None and Path(checkpoint).exists():
-        state = check_checkpoint(load_checkpoint(checkpoint, map_location=device), checkpoint)
+    state = None
+    if checkpoint is not None and world.is_main and Path(checkpoint).exists():
+        location = "cpu" if world.active else device  # the others receive it and map it to theirs
+        state = check_checkpoint(load_checkpoint(checkpoint, map_location=location), checkpoint)
         old = state["settings"]
         # checkpoints from before these keys existed: only what they recorded is compared
-        legacy = {k for k in ("elbo_fn",) if k not in old and settings[k] is None}
+        legacy = {k for k, default in (("elbo_fn", None), ("world_size", 1)) if k not in old and settings[k] == default}
         differs = [k for k in sorted(set(old) | set(settings), key=str)
                    if k != "identity" and k not in legacy and old.get(k, "absent") != settings.get(k)]
         start_epoch = int(state["epoch"])
@@ -554,6 +571,8 @@ def fit(model: torch.nn.Module, train, *, epochs: int, batch_size: int = 128, lr
             if "lr" in differs and old.get("lr") == settings.get("lr"):
                 made += " (a learning-rate schedule that differs over the epochs already trained)"
             fits = "; the checkpoint does not fit this model" if "architecture" in differs else ""
+            if "world_size" in differs:  # each process's noise generator is in the checkpoint
+                fits += f"; resume with torchrun --nproc-per-node {old.get('world_size', 1)}"
             raise ResumeMismatchError(f"checkpoint {checkpoint} was made with {made}; this run uses {now}{fits}. "
                                       "Pass the same settings, or delete the file to start again")
         # what the settings above do not show: rate floors, schedules and fixed variances
@@ -564,6 +583,14 @@ def fit(model: torch.nn.Module, train, *, epochs: int, batch_size: int = 128, lr
             raise ResumeMismatchError(f"checkpoint {checkpoint} was made by another model{fits}: {'; '.join(changed)}. "
                                       "Build the model with the checkpoint's settings, or delete the file to "
                                       "start again")
+    if world.active:
+        # every process agrees that its set-up went well (or all stop), on the same data and
+        # arguments, and starts from rank 0's checkpoint (distributed.py)
+        state = distributed.agree(world, state, same={
+            "training images": data_id, "epochs": epochs, "batch_size": batch_size, "seed": seed,
+            "model": hashlib.sha256(repr(model).encode()).hexdigest()[:16]})[0]
+    if state is not None:
+        start_epoch = int(state["epoch"])
         try:
             model.load_state_dict(state["model"])
         except RuntimeError as e:
@@ -571,6 +598,8 @@ def fit(model: torch.nn.Module, train, *, epochs: int, batch_size: int = 128, lr
         try:
             optimizer.load_state_dict(state["optimizer"])
             generator.set_state(state["generator"].cpu())
+            if noise is not generator:
+                noise.set_state(state["noise_generators"][world.rank].cpu())
         except (KeyError, ValueError, RuntimeError, TypeError) as e:
             raise CheckpointError(f"checkpoint {checkpoint} has an unusable optimiser or generator state "
                                   f"({type(e).__name__}: {e}); delete it to start again") from None
@@ -578,6 +607,7 @@ def fit(model: torch.nn.Module, train, *, epochs: int, batch_size: int = 128, lr
 
     # The data were checked once above: the likelihoods skip their per-call range check.
     scheduled_lr = callable(lr)
+    step_loss = distributed.parallel_loss(world, model, _loss, device)  # DDP under torchrun
     with unchecked_data():
         model.train()
         for epoch in range(start_epoch, epochs):
@@ -589,9 +619,11 @@ def fit(model: torch.nn.Module, train, *, epochs: int, batch_size: int = 128, lr
             # more than a small model's step on a GPU.
             log = torch.empty(steps, 4, dtype=dtype, device=device)
             checked = 0
-            bar = _progress(range(steps), progress, desc=f"epoch {epoch + 1}/{epochs}", leave=False)
+            bar = _progress(range(steps), progress and world.is_main, desc=f"epoch {epoch + 1}/{epochs}", leave=False)
             for step in bar:
                 idx = perm[step * batch_size:(step + 1) * batch_size]
+                if world.active:  # this process's share of the global batch, and its loss weight
+                    idx, share = distributed.shard(idx, world)
                 x = data.index_select(0, idx)  # a row gather; faster than data[idx] on CPU
                 y = labels.index_select(0, idx) if conditional else None
                 b = _beta_at(beta, epoch + step / steps)
@@ -605,7 +637,9 @@ def fit(model: torch.nn.Module, train, *, epochs: int, batch_size: int = 128, lr
                 if not 0.0 <= b < math.inf:  # a float comparison: free next to a training step
                     raise ArgumentError(f"the β schedule gave {b} at epoch {epoch + step / steps:.3f}; "
                                         "β must be finite and ≥ 0")
-                loss, terms = _loss(model, x, y, b, free_bits, objective, iwae_k, generator, elbo_fn or elbo)
+                loss, terms = step_loss(x, y, b, free_bits, objective, iwae_k, noise, elbo_fn or elbo)
+                if world.active:
+                    loss = loss * share
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -614,14 +648,15 @@ def fit(model: torch.nn.Module, train, *, epochs: int, batch_size: int = 128, lr
                                 out=log[step])
                 if step % 50 == 49 or step == steps - 1:
                     finite = torch.isfinite(log[checked:step + 1, 0])
-                    if not bool(finite.all()):
-                        bad = checked + int((~finite).nonzero()[0, 0])
+                    bad = step + 1 if bool(finite.all()) else checked + int((~finite).nonzero()[0, 0])
+                    bad = distributed.min_over_ranks(world, bad, device)  # all processes stop together
+                    if bad <= step:
                         raise NonFiniteLossError(
                             f"the loss became NaN or infinite at epoch {epoch + 1}, step {bad + 1}; "
                             "lower the learning rate or start from a fresh model (the data were "
                             "checked: they are finite and in the likelihood's range)")
                     checked = step + 1
-            e, r, k = (log[:, 1:].double().sum(0) / n).tolist()
+            e, r, k = (distributed.all_reduce_sum(world, log[:, 1:].double().sum(0)) / n).tolist()
             record = {"epoch": epoch + 1, "beta": _beta_at(beta, epoch + 1),
                       "train_elbo": e, "train_reconstruction": r, "train_kl": k}
             if valid is not None:
@@ -633,13 +668,15 @@ def fit(model: torch.nn.Module, train, *, epochs: int, batch_size: int = 128, lr
                                              "lower the learning rate or start from a fresh model")
             record["seconds"] = time.perf_counter() - t0
             history.records.append(record)
-            if checkpoint is not None:
-                save_checkpoint(checkpoint, {
+            if checkpoint is not None:  # written by rank 0, with every process's noise generator
+                noises = {"noise_generators": distributed.all_states(world, noise)} if world.active else {}
+                distributed.on_main(world, save_checkpoint, checkpoint, {
                     "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "generator": generator.get_state(), "history": history.records,
                     "epoch": epoch + 1, "settings": settings,
                     "beta_trace": [_beta_at(beta, j / 4) for j in range(4 * (epoch + 1) + 1)],
                     **({"lr_trace": [_beta_at(lr, j / 4) for j in range(4 * (epoch + 1) + 1)]}
                        if scheduled_lr else {}),
+                    **noises,
                 })
     return history
