@@ -263,3 +263,12 @@ def test_torchrun_fails_every_process_with_one_error_line(tmp_path):
     assert any("did not write (notes.txt)" in e and "process" not in e for e in errors)  # rank 0
     assert any(e.startswith("error: process 0 of 2 failed") for e in errors)  # rank 1
     assert sorted(q.name for q in run.iterdir()) == ["notes.txt"]
+
+
+def test_the_benchmark_refuses_a_loaded_machine(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import ddp  # benchmarks/ddp.py
+
+    monkeypatch.setattr(ddp, "load_average", lambda: 1e6)  # far above one per core
+    assert ddp.main(["--out", str(tmp_path / "ddp.json")]) == 2
+    assert not list(tmp_path.iterdir())
