@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, Phase, event, given, settings
 from hypothesis import strategies as st
 
 import vae_tutorial as vt
@@ -219,3 +219,221 @@ def test_cli_sample(trained, n, nrow, scale, seed, suffix):
         run_main(argv)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- Part III and the research helpers
+# Issue 21 (root causes 3-5, 8): the Part III constructors and the research helpers take the same wide
+# strategies; a success must give finite numbers, anything else a documented error.
+
+RESEARCH = settings(FAST, max_examples=15, deadline=None)
+X8 = DATA.images[:4].round()
+
+
+def part_iii(kind: str):
+    """A tiny model of each kind the research helpers may be handed."""
+    torch.manual_seed(0)
+    if kind == "vae":
+        return tiny_vae()
+    if kind == "hvae":
+        return vt.HierarchicalVAE.mlp((2, 2), (8, 8), in_features=(1, 8, 8))
+    if kind == "pixel":
+        return vt.PixelVAE(vt.MLPEncoder((1, 8, 8), [8], 2), vt.PixelCNNDecoder(2, (1, 8, 8), channels=4))
+    if kind == "diffusion":
+        return vt.DiffusionModel(shape=(1, 8, 8), steps=2, hidden=8)
+    return vt.ConditionalVAE(vt.MLPEncoder(74, [8], 2), vt.MLPDecoder(12, [8], (1, 8, 8)), num_classes=10)
+
+
+models = st.sampled_from(["vae", "vae", "hvae", "pixel", "diffusion", "cvae"])
+
+
+def finite_numbers(result) -> None:
+    """Every number in a helper's result (floats, tensors, dicts and tuples of them) is finite,
+    except the SNR of a coordinate with a constant gradient, which is documented as NaN."""
+    if isinstance(result, dict):
+        for key, value in result.items():
+            if key not in ("encoder", "decoder"):
+                finite_numbers(value)
+    elif isinstance(result, (tuple, list)):
+        for value in result:
+            finite_numbers(value)
+    elif isinstance(result, torch.Tensor) and result.is_floating_point():
+        assert bool(torch.isfinite(result).all()), result
+    elif isinstance(result, float):
+        assert math.isfinite(result), result
+
+
+@RESEARCH
+@given(latent_dims=mostly(st.lists(st.integers(1, 4), min_size=1, max_size=3),
+                          st.one_of(st.lists(st.one_of(small_ints, odd_values), max_size=3), odd_values)),
+       hidden=mostly(st.one_of(st.integers(1, 8), st.lists(st.integers(1, 8), min_size=1, max_size=3)),
+                     st.one_of(small_ints, odd_values, st.lists(odd_values, min_size=1, max_size=2))),
+       channels=mostly(st.integers(1, 4), st.one_of(small_ints, odd_values)),
+       layers=mostly(st.integers(0, 2), st.one_of(st.integers(-2, -1), odd_values)),
+       rate_floor=mostly(st.floats(0, 3), st.one_of(floats, odd_values)),
+       steps=mostly(st.integers(1, 4), st.one_of(st.integers(-1, 0), odd_values, st.just(2.5))),
+       logsnr=mostly(st.tuples(st.floats(-8, -1), st.floats(0, 8)),
+                     st.tuples(st.one_of(floats, st.just(-1e6)), st.one_of(floats, st.just(200.0)))),
+       kind=st.sampled_from(["hvae-mlp", "hvae-conv", "pixelcnn", "pixel-vae", "diffusion"]))
+def test_part_iii_constructors(latent_dims, hidden, channels, layers, rate_floor, steps, logsnr, kind):
+    def build():
+        if kind == "hvae-mlp":
+            return vt.HierarchicalVAE.mlp(latent_dims, hidden, in_features=(1, 8, 8))
+        if kind == "hvae-conv":
+            return vt.HierarchicalVAE.conv(latent_dims, hidden, channels=(channels, channels))
+        if kind == "pixelcnn":
+            return vt.PixelCNNDecoder(3, (1, 8, 8), channels=channels, layers=layers)
+        if kind == "pixel-vae":
+            return vt.PixelVAE(vt.MLPEncoder((1, 8, 8), [4], 2), vt.PixelCNNDecoder(2, (1, 8, 8), channels=2),
+                               rate_floor=rate_floor)
+        return vt.DiffusionModel((1, 8, 8), steps=steps, hidden=8, logsnr_min=logsnr[0], logsnr_max=logsnr[1])
+
+    model = outcome(build)
+    if model is not None and kind != "pixelcnn":
+        x = torch.rand(2, 1, 28, 28).round() if kind == "hvae-conv" else X8[:2]
+        with torch.no_grad():
+            terms = vt.elbo(model, x, generator=torch.Generator().manual_seed(0))
+        assert bool(torch.isfinite(terms.elbo).all()), (kind, terms.elbo)
+
+
+@RESEARCH
+@given(n=mostly(st.integers(1, 6), st.one_of(st.just(0), odd_values)),
+       z=mostly(st.integers(1, 3), st.just(0)),
+       logvar_shape=mostly(st.just("same"), st.sampled_from(["wider", "flat", "fewer"])),
+       poison=mostly(st.just(None), st.sampled_from([float("nan"), float("inf")])),
+       samples=mostly(st.integers(1, 4), st.one_of(st.integers(-1, 0), odd_values, st.just(2.5))),
+       chunk=mostly(st.integers(1, 8), st.one_of(st.integers(-1, 0), odd_values)),
+       m=st.integers(0, 3))
+def test_aggregate_posterior(n, z, logvar_shape, poison, samples, chunk, m):
+    from vae_tutorial import aggregate_posterior as ap
+
+    rows = n if isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= 6 else 2
+    g = torch.Generator().manual_seed(0)
+    mu = torch.randn(rows, z, generator=g)
+    lv = {"same": lambda: torch.randn(rows, z, generator=g), "wider": lambda: torch.zeros(rows, z + 1),
+          "flat": lambda: torch.zeros(rows), "fewer": lambda: torch.zeros(max(rows - 1, 0), z)}[logvar_shape]()
+    if poison is not None and mu.numel():
+        mu.view(-1)[-1] = poison
+    finite_numbers(outcome(lambda: ap.elbo_surgery(mu, lv, samples=samples, chunk=chunk, generator=g)))
+    finite_numbers(outcome(lambda: ap.log_aggregate_posterior(torch.randn(m, z), mu, lv, chunk=chunk)))
+
+
+@RESEARCH
+@given(values=mostly(st.lists(st.floats(-5, 5), min_size=2, max_size=6),
+                     st.one_of(st.lists(floats, max_size=3), odd_values, st.just("abc"))),
+       shape=mostly(st.tuples(st.integers(1, 3), st.just(1), st.integers(2, 5), st.integers(2, 5)),
+                    st.sampled_from([(2, 1, 1, 1), (3, 8, 8), (0, 1, 4, 4), (2, 1, 4, 1)])),
+       poison=mostly(st.just(None), st.just(float("nan"))))
+def test_compare(values, shape, poison):
+    from vae_tutorial import compare
+
+    finite_numbers(outcome(lambda: compare.mean_se(values)))
+    images = torch.rand(shape)
+    if poison is not None and images.numel():
+        images.view(-1)[0] = poison
+    finite_numbers(outcome(lambda: compare.edge_energy(images)))
+
+
+@RESEARCH
+@given(kind=models,
+       steps=mostly(st.integers(1, 2), st.one_of(st.integers(-5, 0), odd_values)),
+       lr=mostly(st.floats(1e-3, 0.1), st.one_of(floats, odd_values)),
+       samples=mostly(st.integers(1, 3), st.one_of(st.integers(-1, 0), odd_values)),
+       eval_samples=mostly(st.integers(1, 3), st.one_of(st.integers(-1, 0), odd_values)),
+       k=mostly(st.sampled_from([2, 4]), st.one_of(st.integers(-1, 1), st.just(3), odd_values, st.just(4.0))),
+       seed=mostly(st.integers(0, 10), st.one_of(st.integers(-2, -1), odd_values)),
+       image=mostly(st.just((1, 8, 8)), st.sampled_from([(1, 28, 28), (64,), (2, 8, 8)])))
+def test_inference_gaps(kind, steps, lr, samples, eval_samples, k, seed, image):
+    from vae_tutorial.amortisation import inference_gaps
+
+    x = torch.rand(2, *image).round()
+    finite_numbers(outcome(lambda: inference_gaps(part_iii(kind), x, steps=steps, lr=lr, samples=samples,
+                                                  eval_samples=eval_samples, k=k, seed=seed)))
+
+
+@RESEARCH
+@given(kind=models,
+       k=mostly(st.integers(1, 3), st.one_of(st.integers(-1, 0), odd_values, st.just(2.0))),
+       repeats=mostly(st.integers(2, 3), st.one_of(st.integers(-1, 1), odd_values, st.just(2.5))),
+       image=mostly(st.just((1, 8, 8)), st.sampled_from([(1, 28, 28), (3,)])))
+def test_gradient_snr(kind, k, repeats, image):
+    from vae_tutorial.gradient_snr import iwae_gradient_snr
+
+    x = torch.rand(2, *image).round()
+    finite_numbers(outcome(lambda: iwae_gradient_snr(part_iii(kind), x, k, repeats=repeats,
+                                                     generator=torch.Generator().manual_seed(0))))
+
+
+@RESEARCH
+@given(kind=models,
+       latent_bits=mostly(st.integers(2, 6), st.one_of(st.integers(-1, 1), st.just(17), odd_values)),
+       posterior_bits=mostly(st.integers(10, 16), st.one_of(st.integers(-1, 5), st.just(40), odd_values)),
+       pixel_bits=mostly(st.integers(8, 16), st.one_of(st.integers(-1, 1), st.just(40), odd_values)),
+       seed=mostly(st.integers(0, 10), st.one_of(st.integers(-1, -1), odd_values)),
+       pixel=mostly(st.just(None), st.sampled_from([0.5, 2.0, float("nan")])),
+       delta=mostly(st.floats(0.1, 2), st.one_of(floats, odd_values)))
+def test_compression(kind, latent_bits, posterior_bits, pixel_bits, seed, pixel, delta):
+    from vae_tutorial import compression
+
+    model = part_iii(kind).eval()
+    images = X8[:1].clone()
+    if pixel is not None:
+        images[0, 0, 0, 0] = pixel
+    res = outcome(lambda: compression.bits_back_encode(model, images, latent_bits=latent_bits,
+                                                       posterior_bits=posterior_bits, pixel_bits=pixel_bits,
+                                                       seed=seed))
+    if res is not None:  # lossless: the decoder gives the images back
+        decoded, _ = compression.bits_back_decode(model, res.message, 1, (1, 8, 8), latent_bits=latent_bits,
+                                                  posterior_bits=posterior_bits, pixel_bits=pixel_bits)
+        assert torch.equal(decoded, images)
+    finite_numbers(outcome(lambda: compression.two_part_codelength(model, images, delta).bits))
+
+
+@RESEARCH
+@given(kind=models,
+       n=mostly(st.integers(2, 4), st.one_of(st.integers(-1, 1), odd_values)),
+       span=mostly(st.floats(0.1, 0.95), st.one_of(floats, odd_values, st.just(1.0))),
+       dims=mostly(st.just((0, 1)), st.sampled_from([(0, 0), (0, 5), (0, 1.5), (-1, 1), "ab", (0,)])),
+       ticks=mostly(st.integers(1, 5), st.one_of(st.integers(-1, 0), odd_values)),
+       batch=mostly(st.integers(1, 4), st.one_of(st.just(0), odd_values)))
+def test_plots(kind, n, span, dims, ticks, batch):
+    import matplotlib.pyplot as plt
+
+    from vae_tutorial import plots
+
+    model = part_iii(kind)
+    y = 3 if kind == "cvae" else None
+    for draw in (lambda: plots.plot_manifold(model, n=n, span=span, dims=dims, ticks=ticks, y=y),
+                 lambda: plots.plot_samples(model, n=batch) if kind != "pixel" else None,
+                 lambda: plots.plot_reconstructions(model, DATA if kind == "cvae" else X8, n=batch)):
+        fig = outcome(draw)
+        if fig is not None:
+            plt.close(fig)
+
+
+VALID_SHAPES = [(1, 8, 8), (64,), (2, 4, 4)]
+
+
+# DiffusionModel's shape and schedule are checked in diffusion.py, not by the research helpers: until
+# that fix lands this property fails (shape=(1, 8.7, 8) accepted as (1, 8, 8), shape='abc' or 64 a raw
+# ValueError/TypeError, logsnr_max=200 a NaN bound); strict, so it is unmarked when it passes. No
+# shrinking: the failures are known, and an xfail need not be minimal.
+@pytest.mark.xfail(strict=True,
+                   reason="issue 21 D06, D07, D08, D10, D31: DiffusionModel(shape=, logsnr_max=) checks in "
+                          "diffusion.py (not a research helper)")
+@settings(RESEARCH, max_examples=25, phases=[Phase.explicit, Phase.generate])
+@given(shape=st.one_of(st.sampled_from(VALID_SHAPES),
+                       st.sampled_from([(1, 8.7, 8), "abc", 64, (), (1, 0, 8), (1, True, 8)])),
+       steps=mostly(st.integers(1, 4), st.one_of(st.integers(-1, 0), odd_values, st.just(2.5))),
+       hidden=mostly(st.integers(1, 8), st.one_of(st.integers(-1, 0), odd_values)),
+       logsnr=st.one_of(st.tuples(st.floats(-9, -1), st.floats(0, 9)),
+                        st.sampled_from([(-6.0, 200.0), (-1e6, 1e6), (3.0, -3.0), (float("nan"), 6.0)])))
+def test_diffusion_constructor(shape, steps, hidden, logsnr):
+    model = outcome(lambda: vt.DiffusionModel(shape, steps=steps, hidden=hidden, logsnr_min=logsnr[0],
+                                              logsnr_max=logsnr[1]))
+    if model is not None:
+        assert shape in VALID_SHAPES, f"shape={shape!r} accepted as {model.shape}"  # D07, D08, D10
+        x = torch.rand(2, *model.shape).round()
+        with torch.no_grad():
+            terms = vt.elbo(model, x, generator=torch.Generator().manual_seed(0))
+        # a schedule it accepts gives finite bounds (D06, D31: σ_0² must not underflow to 0)
+        assert bool(torch.isfinite(terms.elbo).all()), (logsnr, terms.elbo)
