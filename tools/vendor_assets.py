@@ -1,7 +1,8 @@
 """Fetch the JavaScript the HTML book needs into ``book/_static/vendor/`` (not committed).
 
 The book renders its maths with MathJax 3 and shows the saved state of its ipywidgets with
-the widgets HTML manager, which needs RequireJS. Sphinx and myst-nb would load all three from
+the widgets HTML manager, which needs RequireJS (only on a page that draws a widget:
+tools/page_assets.py). Sphinx and myst-nb would load all three from
 CDNs; the book points them at local copies instead (``_config.yml``), so that the built HTML
 works with no network at all.
 
@@ -50,11 +51,12 @@ class Package:
 
 
 PACKAGES = (
-    # MathJax 3: the combined TeX + MathML -> CommonHTML component, with the fonts and the
-    # extensions it autoloads (\boldsymbol, \cancel, ...) beside it.
+    # MathJax 3: the pages load startup.js, which fetches the components _config.yml lists
+    # (TeX input, CommonHTML output, assistive MathML), with the fonts and the extensions it
+    # autoloads (\boldsymbol, \cancel, ...) beside them.
     Package("mathjax", "3.2.2",
             "sha512-Bt+SSVU8eBG27zChVewOicYs7Xsdt40qm4+UpHyX7k0/O9NliPc+x77k1/FEsPsjKPZGJvtRZM1vO+geW0OhGw==",
-            keep="es5", dest="mathjax/es5", check="tex-mml-chtml.js"),
+            keep="es5", dest="mathjax/es5", check="startup.js"),
     # The widget manager that renders saved ipywidgets 8 state in static HTML (html-manager 1.x
     # is the ipywidgets 8 line); embed-amd.js loads its Font Awesome files from its own folder.
     Package("@jupyter-widgets/html-manager", "1.0.15",
