@@ -4,7 +4,8 @@ and Colab, and the package's light notebook runtime (``vt.glue``, ipywidgets 7.7
 The converter is tested on synthetic Markdown for every construct the chapters use, against a
 synthetic index of the web book. When the book has been built (``_build/html/notebooks``
 exists; ``$VAE_TUTORIAL_BOOK_HTML`` points elsewhere), its reader notebooks are checked too: no
-raw MyST, code cells equal to the sources', a caption under every figure. Those tests are
+raw MyST, code cells equal to the sources', a caption under every figure; and the Chinese
+edition's (``_build/html/zh/notebooks``): the same cells and code, the prose translated. Those tests are
 marked ``browser`` (the tests that need the built book, run by .ci/run after the build); without
 a build they are skipped, unless ``$VAE_TUTORIAL_BROWSER_TEST=require`` (as in CI).
 """
@@ -200,6 +201,80 @@ def test_unlabelled_numbered_blocks_take_their_number_from_their_order():
     assert out == "> **Exercise 4.1**\n>\n> First.\n\n> **Exercise 4.2**\n>\n> Second."
 
 
+# --- a translated edition -----------------------------------------------------------------------
+
+ZH = {  # messages as Sphinx extracts them: line breaks made spaces
+    "Why the gradient is hard": "为什么梯度难求",
+    "Strip the problem to its core, with {glue:text}`ratio:.1f` and {doc}`02_elbo`.":
+        "把问题剥离到最核心的部分，{glue:text}`ratio:.1f` 与 {doc}`02_elbo`。",
+    "The trick is old.": "这个技巧由来已久。",
+    "hard": "难",  # a short message is never looked for inside a translation
+    "(Score-function gradient)": "（得分函数梯度）",
+    "If $q$ is smooth, then": "若 $q$ 光滑，则",
+    "Proof. Use {eq}`ch04-grad` twice.": "证明。两次使用 {eq}`ch04-grad`。",
+    "Fix it.": "修正它。",
+    "Variance for $n$ samples.": "$n$ 个样本的方差。",
+}
+
+
+def convert_zh(markdown: str) -> tuple[str, list[str]]:
+    warnings: list[str] = []
+    converter = rn.Converter(make_index(), "book/04_reparameterization", GLUE, warnings.append,
+                             "zh_CN", ZH)
+    return converter.markdown(converter.translate(markdown)), warnings
+
+
+def test_a_translated_page_takes_its_prose_from_the_catalog():
+    out, warnings = convert_zh("## Why the gradient is hard\n\nStrip the problem to its core, with\n"
+                               "{glue:text}`ratio:.1f` and {doc}`02_elbo`.\n\n> The trick\n> is old.\n\n"
+                               "Not in the catalog, hard.")
+    assert out == ("## 为什么梯度难求\n\n把问题剥离到最核心的部分，29.9 与 "
+                   f"[Latent-variable models and the ELBO]({url('02_elbo')})。\n\n> 这个技巧由来已久。\n\n"
+                   "Not in the catalog, 难.")
+    assert not warnings
+
+
+def test_a_translated_page_uses_the_editions_words_for_blocks():
+    md = ("````{prf:theorem} Score-function gradient\n:label: ch04-thm-score\n\nIf $q$ is smooth,\nthen\n````\n\n"
+          "```{prf:proof}\nUse {eq}`ch04-grad`\ntwice.\n```\n\n"
+          "```{exercise}\n:label: ch04-ex1\n\nFix it.\n```\n\n"
+          "```{solution-start} ch04-ex1\n:class: dropdown\n```\n\n```{note}\nThe trick is old.\n```")
+    out, warnings = convert_zh(md)
+    grad = url("04_reparameterization", "equation-ch04-grad")
+    assert out == (
+        f"> [**定理 4.1**]({url('04_reparameterization', 'ch04-thm-score')}) （得分函数梯度）\n>\n> 若 $q$ 光滑，则\n\n"
+        f"> **证明。**\n>\n> 两次使用 [(4.2)]({grad})。\n>\n> ∎\n\n"
+        "> **练习 4.1**\n>\n> 修正它。\n\n**解答 练习 4.1**\n\n> **备注**\n>\n> 这个技巧由来已久。")
+    assert not warnings and not raw_myst(out)
+    converter = rn.Converter(make_index(), "book/04_reparameterization", GLUE, None, "zh_CN", ZH)
+    caption = converter.caption({"caption": "Variance for $n$\nsamples.", "name": "fig-ch04-variance"})
+    assert caption == "**Fig. 4.1** $n$ 个样本的方差。"  # the format is the build's numfig_format
+    assert rn.Converter(make_index(), "x").translate("Why the gradient is hard") == "Why the gradient is hard"
+
+
+def test_a_catalog_is_read_from_the_compiled_mo_file(tmp_path):
+    import polib
+
+    po = polib.POFile()
+    po.metadata = {"Content-Type": "text/plain; charset=utf-8"}
+    po.append(polib.POEntry(msgid="Why the gradient is hard", msgstr="为什么梯度难求"))
+    po.append(polib.POEntry(msgid="Untranslated", msgstr=""))
+    folder = tmp_path / "zh_CN" / "LC_MESSAGES" / "book"
+    folder.mkdir(parents=True)
+    po.save_as_mofile(str(folder / "04_reparameterization.mo"))
+    assert rn.read_catalog([tmp_path], "zh_CN", "book/04_reparameterization") == {
+        "Why the gradient is hard": "为什么梯度难求"}
+    assert rn.read_catalog([tmp_path], "zh_CN", "book/absent") == {}
+
+
+def test_each_edition_is_in_the_folder_the_books_are_built_to():
+    import build_books
+
+    assert rn.edition_prefix(None) == rn.edition_prefix("en") == ""
+    for folder, language in build_books.LANGUAGES.items():
+        assert rn.edition_prefix(language) == folder + "/"
+
+
 # --- notebooks ----------------------------------------------------------------------------------
 
 def synthetic_notebook() -> nbformat.NotebookNode:
@@ -310,6 +385,15 @@ def test_launch_buttons_and_the_download_point_at_the_reader_notebook():
     assert launch["buttons"][0]["url"] == f"https://mybinder.org/v2/gh/o/r/notebooks?urlpath=tree/{page}.ipynb"
     assert launch["buttons"][1]["url"] == colab.replace("/blob/main/", "/blob/notebooks/")
     assert download["buttons"][0]["url"] == f"../notebooks/{page}.ipynb"
+    # the Chinese edition's buttons open its reader notebooks, under zh/ in the same branch
+    app.config.language = "zh_CN"
+    zh = {"pathto": context["pathto"], "header_buttons": [{"type": "group", "buttons": [
+        {"url": binder}, {"url": colab}, {"url": f"../_sources/{page}.ipynb", "label": "download-source-button"}]}]}
+    rn.point_buttons_at_reader_notebooks(app, page, "page.html", zh, None)
+    assert [b["url"] for b in zh["header_buttons"][0]["buttons"]] == [
+        f"https://mybinder.org/v2/gh/o/r/notebooks?urlpath=tree/zh/{page}.ipynb",
+        f"https://colab.research.google.com/github/o/r/blob/notebooks/zh/{page}.ipynb",
+        f"../notebooks/{page}.ipynb"]  # the zh site's own notebooks/ folder
     md_context = {"pathto": context["pathto"], "header_buttons": [{"url": colab}]}
     rn.point_buttons_at_reader_notebooks(app, "book/api", "page.html", md_context, None)
     assert md_context["header_buttons"][0]["url"] == colab  # a Markdown page has no reader notebook
@@ -368,6 +452,42 @@ def test_reader_notebooks_have_no_raw_myst_the_sources_code_and_every_caption():
                            for c in source.cells if c.cell_type == "code")
             if dashes(nb.cells) != dashes(source.cells) + captions:
                 problems.append(f"{page}: a glued value is missing (an em dash stands in for it)")
+    assert not problems, "\n".join(problems)
+
+
+ZH_READER = HTML / "zh" / rn.OUTPUT_DIR
+CJK = re.compile(r"[\u4e00-\u9fff]")
+
+
+@pytest.mark.browser  # needs the built book (both editions): CI runs it after the Chinese build
+def test_the_chinese_reader_notebooks_are_the_english_ones_translated():
+    english = {p.relative_to(READER).as_posix(): p for p in reader_notebooks()}
+    if not (HTML / "zh").is_dir():
+        if REQUIRED:
+            pytest.fail(f"no Chinese edition in {HTML / 'zh'} ($VAE_TUTORIAL_BROWSER_TEST=require)")
+        pytest.skip(f"the Chinese edition is not built ({HTML / 'zh'} is missing)")
+    chinese = {p.relative_to(ZH_READER).as_posix(): p for p in sorted(ZH_READER.rglob("*.ipynb"))}
+    assert set(chinese) == set(english)
+    problems = []
+    for name, path in sorted(chinese.items()):
+        zh, en = nbformat.read(path, as_version=4), nbformat.read(english[name], as_version=4)
+        if [c.get("id") for c in zh.cells] != [c.get("id") for c in en.cells]:
+            problems.append(f"{name}: not the English notebook's cells")
+        if [(c.source, c.metadata) for c in zh.cells if c.cell_type == "code"] != [
+                (c.source, c.metadata) for c in en.cells if c.cell_type == "code"]:
+            problems.append(f"{name}: code cells differ from the English reader notebook's")
+        prose = [c.source for c in zh.cells if c.cell_type == "markdown" and re.search(r"[A-Za-z]{3}", c.source)]
+        english_cells = [c for c in prose if not CJK.search(c)]
+        if len(english_cells) > 0.1 * len(prose):  # a new paragraph may wait for its translation
+            problems.append(f"{name}: {len(english_cells)} of {len(prose)} Markdown cells are not translated, "
+                            f"e.g. {english_cells[0][:80]!r}")
+        for cell in zh.cells:
+            if cell.cell_type == "markdown" and raw_myst(cell.source):
+                problems.append(f"{name}: raw MyST {raw_myst(cell.source)[:3]} in cell {cell.get('id')}")
+        links = re.findall(r"\]\((https?://[^)\s]+)\)", "".join(c.source for c in zh.cells if c.cell_type == "markdown"))
+        book = zh.metadata["reader_notebook"]["url"].rsplit("/book/", 1)[0]
+        if not book.endswith("/zh") or any("/book/" in u and not u.startswith(book + "/") for u in links):
+            problems.append(f"{name}: links lead out of the Chinese web book ({book})")
     assert not problems, "\n".join(problems)
 
 

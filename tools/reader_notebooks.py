@@ -29,14 +29,21 @@ notebooks: Colab and Binder open notebooks from GitHub only, so CI (.github/work
 pushes ``_build/html/notebooks`` to the branch ``reader_notebooks_branch`` (default
 ``notebooks``) with the same paths as in the repository, and the buttons' branch is swapped.
 
+A translated edition (the Chinese one, ``language: zh_CN``) gets its own reader notebooks,
+``_build/html/zh/notebooks/book/*.ipynb``: the same cells and code, with the prose and
+captions taken from the page's catalog (``locales/zh_CN/LC_MESSAGES/book/<page>.mo``, the
+messages Sphinx translates the page with) before the MyST is resolved, the converter's own
+words ("Exercise", "Proof.", "Note"…) in that language, and links to that edition's pages.
+Its buttons open them: ``zh/book/<page>.ipynb`` in the same branch (CI publishes
+``_build/html/zh/notebooks`` there under ``zh/``).
+
 Configuration (``sphinx.config``): ``reader_notebooks_base_url`` (the web book's address;
-default from the repository URL, ``https://<org>.github.io/<repo>/``),
-``reader_notebooks_branch`` (``""`` leaves the buttons alone). Only the English edition gets
-reader notebooks (the translations live in the doctrees, not in the notebooks).
+default from the repository URL, ``https://<org>.github.io/<repo>/``; a translated edition
+adds its folder, ``zh/``), ``reader_notebooks_branch`` (``""`` leaves the buttons alone).
 
 Run on an existing build, without Sphinx's build step::
 
-    python tools/reader_notebooks.py _build   # reads _build/.doctrees/environment.pickle
+    python tools/reader_notebooks.py _build   # _build/.doctrees, and _build/zh/_build if built
 """
 
 from __future__ import annotations
@@ -207,7 +214,59 @@ _OPTION = re.compile(r"^:([\w-]+):(?:\s+(.*))?$")
 _DOLLAR_LABEL = re.compile(
     r"\$\$(?P<body>(?:(?!\$\$).)+?)\$\$[ \t]*\((?P<label>[^()\s]+)\)", re.DOTALL
 )
+# a space of a message: any white space in the source, a line break and a blockquote's ">" too
+_SPACE = r"(?:[ \t]*\n[ \t]*(?:>[ \t]*)*|[ \t]+)"
 _EXPLICIT = re.compile(r"^(?P<text>.*?)\s*<(?P<target>[^<>]+)>$", re.DOTALL)
+
+# The words the converter writes itself, per edition (the web book's: Sphinx's, sphinx-proof's
+# and sphinx-exercise's own translations, as the Chinese pages show them)
+WORDS = {
+    "en": {
+        "exercise": "Exercise",
+        "solution": "Solution",
+        "solution_to": "Solution to Exercise {number}",
+        "proof": "Proof.",
+        "title": " ({title})",
+        "kinds": {},
+        "admonitions": {},
+    },
+    "zh": {
+        "exercise": "练习",
+        "solution": "解答",
+        "solution_to": "解答 练习 {number}",
+        "proof": "证明。",
+        "title": " （{title}）",
+        "kinds": {
+            "theorem": "定理",
+            "definition": "定义",
+            "proposition": "命题",
+            "lemma": "引理",
+            "corollary": "推论",
+            "remark": "注",
+            "example": "例",
+            "algorithm": "算法",
+            "assumption": "假设",
+            "axiom": "公理",
+            "conjecture": "猜想",
+            "criterion": "准则",
+            "notation": "记号",
+            "observation": "观察",
+            "property": "性质",
+        },
+        "admonitions": {
+            "note": "备注",
+            "tip": "小技巧",
+            "hint": "提示",
+            "important": "重要",
+            "warning": "警告",
+            "caution": "小心",
+            "attention": "注意",
+            "danger": "危险",
+            "error": "错误",
+            "seealso": "参见",
+        },
+    },
+}
 
 ADMONITIONS = {
     "note": "Note",
@@ -238,14 +297,81 @@ class Converter:
         docname: str,
         glue: dict | None = None,
         warn: Callable[[str], None] | None = None,
+        language: str = "en",
+        messages: dict[str, str] | None = None,
     ):
         self.index = index
         self.docname = docname
         self.glue = glue or {}
         self.warn = warn or (lambda message: None)
+        self.words = WORDS.get(_short(language), WORDS["en"])
+        self.messages = {
+            k: v for k, v in (messages or {}).items() if k and v and k != v
+        }
+        self._patterns: list[tuple[re.Pattern, str]] | None = None
         self._counts: dict[
             str, int
         ] = {}  # unlabelled numbered objects seen, per figtype
+
+    # -- translation ------------------------------------------------------------------------
+    def translate(self, text: str) -> str:
+        """``text`` (MyST) with every message of the page's catalog replaced by its translation.
+
+        Sphinx's messages are the source of a paragraph, heading, list item, table cell or
+        caption with its line breaks made spaces (``sphinx.util.nodes.extract_messages``);
+        here a space of a message matches any run of white space, including a line break and
+        the ``>`` of a blockquote. Longest messages first, each replaced by a placeholder, so
+        a short message is never looked for inside a translation. Without a catalog (the
+        English edition) the text is returned as it is.
+        """
+        if not self.messages:
+            return text
+        if self._patterns is None:
+            self._patterns = []
+            for msgid in sorted(self.messages, key=len, reverse=True):
+                words = msgid.split()
+                if not words:
+                    continue
+                pattern = _SPACE.join(re.escape(word) for word in words)
+                if re.match(r"\w", words[0]):
+                    pattern = r"(?<!\w)" + pattern
+                if re.search(r"\w$", words[-1]):
+                    pattern += r"(?!\w)"
+                self._patterns.append((re.compile(pattern), self.messages[msgid]))
+        found: list[str] = []
+
+        def hold(msgstr: str) -> Callable[[re.Match], str]:
+            def replace(match: re.Match) -> str:
+                found.append(msgstr)
+                return f"\x00{len(found) - 1}\x00"
+
+            return replace
+
+        for pattern, msgstr in self._patterns:
+            if pattern.search(text):
+                text = pattern.sub(hold(msgstr), text)
+        return re.sub("\x00(\\d+)\x00", lambda m: found[int(m.group(1))], text)
+
+    def _title(self, arg: str) -> str:
+        """A directive's title after its name and number: " (Title)", translated as in the
+        web book (sphinx-proof's title message is "(Title)")."""
+        translated = self.messages.get(f"({arg})")
+        if translated:
+            return " " + self.inline(translated)
+        return self.words["title"].format(title=self.inline(self.translate(arg)))
+
+    def _translated_proof(self, content: str) -> str:
+        """sphinx-proof starts a proof's first paragraph with "Proof. ", and that is its
+        message ("Proof. By (4.3), ..."); the translation's own "证明。" becomes the title."""
+        first, sep, rest = content.strip("\n").partition("\n\n")
+        msgstr = self.messages.get("Proof. " + " ".join(first.split()))
+        if not msgstr:
+            return content
+        for head in (self.words["proof"], "Proof.", "Proof"):
+            if msgstr.startswith(head):
+                msgstr = msgstr[len(head) :].lstrip()
+                break
+        return msgstr + sep + rest
 
     # -- inline -------------------------------------------------------------------------------
     def inline(self, text: str) -> str:
@@ -372,7 +498,8 @@ class Converter:
                 return text or label
             docname, realtype, countertype = self.index.proofs[label]
             number = self.index.number(docname, countertype, label)
-            return f"[{text or (realtype.title() + ' ' + number).strip()}]({self.index.url(docname, label)})"
+            kind = self.words["kinds"].get(realtype, realtype.title())
+            return f"[{text or (kind + ' ' + number).strip()}]({self.index.url(docname, label)})"
         if (
             label in self.index.exercises and not text
         ):  # {ref}`ch02-ex3` shows "Exercise 2.3"
@@ -504,22 +631,24 @@ class Converter:
         if name.startswith("prf:"):
             kind = name[4:]
             if kind == "proof":
-                title = "**Proof.**" + (f" ({self.inline(arg)})" if arg else "")
+                content = self._translated_proof(content)
+                title = f"**{self.words['proof']}**" + (self._title(arg) if arg else "")
                 return _quote(title + "\n\n" + self.markdown(content) + "\n\n∎")
             countertype = (
                 self.index.proofs.get(label, (None, None, kind))[2] if label else kind
             )
             number = "" if "nonumber" in options else self._numbered(countertype, label)
-            title = f"**{kind.title()}{' ' + number if number else ''}**"
+            name = self.words["kinds"].get(kind, kind.title())
+            title = f"**{name}{' ' + number if number else ''}**"
             if label and self.docname:
                 title = f"[{title}]({self.index.url(self.docname, label)})"
             if arg:
-                title += f" ({self.inline(arg)})"
+                title += self._title(arg)
             return _quote(title + "\n\n" + self.markdown(content))
         if name in ("exercise", "exercise-start"):
             number = "" if "nonumber" in options else self._numbered("exercise", label)
-            title = f"**Exercise{' ' + number if number else ''}**" + (
-                f" ({self.inline(arg)})" if arg else ""
+            title = f"**{self.words['exercise']}{' ' + number if number else ''}**" + (
+                self._title(arg) if arg else ""
             )
             return (
                 _quote(title + "\n\n" + self.markdown(content))
@@ -530,7 +659,11 @@ class Converter:
             exercise = arg.strip()
             docname = self.index.exercises.get(exercise, self.docname)
             number = self.index.number(docname, "exercise", exercise)
-            title = f"**Solution to Exercise {number}**" if number else "**Solution**"
+            title = (
+                f"**{self.words['solution_to'].format(number=number)}**"
+                if number
+                else f"**{self.words['solution']}**"
+            )
             return (
                 _quote(title + "\n\n" + self.markdown(content))
                 if name == "solution"
@@ -539,7 +672,11 @@ class Converter:
         if name in ("solution-end", "exercise-end"):
             return ""
         if name in ADMONITIONS or name == "dropdown":
-            title = self.inline(arg) if arg else ADMONITIONS.get(name, "")
+            title = (
+                self.inline(arg)
+                if arg
+                else self.words["admonitions"].get(name, ADMONITIONS.get(name, ""))
+            )
             head = f"**{title}**\n\n" if title else ""
             return _quote(head + self.markdown(content))
         if name in (
@@ -580,7 +717,7 @@ class Converter:
             )
         fmt = self.index.numfig_format.get("figure", "Fig. %s")
         head = f"**{fmt % number}**" if number else ""
-        text = self.markdown(str(figure.get("caption", "")))
+        text = self.markdown(self.translate(str(figure.get("caption", ""))))
         return (head + " " + text).strip()
 
 
@@ -631,6 +768,11 @@ _DISPLAY_MATH = re.compile(r"\$\$(.+?)\$\$", re.DOTALL)
 _INLINE_MATH = re.compile(r"(?<![$\\])\$(?![$\s])([^$`]+?)(?<![\\\s])\$(?!\$)")
 
 
+def _short(language: str | None) -> str:
+    """``zh_CN`` -> ``zh``; ``None`` -> ``en``."""
+    return (language or "en").replace("-", "_").split("_")[0].lower()
+
+
 def _quote(markdown: str) -> str:
     """A Markdown blockquote. Maths goes on one line: Jupyter's and Colab's renderers take the
     maths out before they parse the Markdown, and would see the "> " of every line in it."""
@@ -679,7 +821,7 @@ def convert_notebook(
     cells = []
     for cell in nb.cells:
         if cell.cell_type == "markdown":
-            cell.source = converter.markdown(cell.source)
+            cell.source = converter.markdown(converter.translate(cell.source))
             if cell.source.strip():
                 cells.append(cell)
             continue
@@ -714,6 +856,31 @@ def _caption_id(code_id: str | None, position: int) -> str:
     return f"{base}-caption"
 
 
+def read_catalog(locale_dirs: list[Path], language: str, domain: str) -> dict[str, str]:
+    """The translations of one page (``domain``, e.g. ``book/04_reparameterization``), as
+    Sphinx reads them: the compiled ``<dir>/<language>/LC_MESSAGES/<domain>.mo`` of every
+    locale folder (fuzzy and untranslated messages are not in a ``.mo``)."""
+    import gettext
+
+    messages: dict[str, str] = {}
+    for folder in reversed(locale_dirs):  # the first folder wins, as in Sphinx
+        path = Path(folder) / language / "LC_MESSAGES" / f"{domain}.mo"
+        if path.is_file():
+            with open(path, "rb") as f:
+                catalog = gettext.GNUTranslations(f)._catalog
+            messages.update(
+                {k: v for k, v in catalog.items() if isinstance(k, str) and k}
+            )
+    return messages
+
+
+def edition_prefix(language: str | None) -> str:
+    """Where an edition lives in the site: ``""`` for English, ``"zh/"`` for ``zh_CN`` (the
+    folders of tools/build_books.py, ``LANGUAGES``)."""
+    short = _short(language)
+    return "" if short == "en" else short + "/"
+
+
 def write_reader_notebooks(
     index: BookIndex,
     srcdir: Path,
@@ -721,13 +888,22 @@ def write_reader_notebooks(
     executed_dir: Path,
     outdir: Path,
     warn: Callable[[str], None],
+    language: str = "en",
+    catalog: Callable[[str], dict[str, str]] | None = None,
 ) -> list[Path]:
-    """Write ``outdir/<docname>.ipynb`` for every docname; returns the paths written."""
+    """Write ``outdir/<docname>.ipynb`` for every docname; returns the paths written.
+
+    A translated edition passes its ``language`` and ``catalog(docname) -> {msgid: msgstr}``:
+    the prose and captions are translated before the MyST is resolved; code stays the same.
+    """
     written = []
     for docname in docnames:
         source = nbformat.read(srcdir / f"{docname}.ipynb", as_version=4)
         glue = read_glue(executed_dir / f"{docname}.ipynb")
-        nb = convert_notebook(source, Converter(index, docname, glue, warn))
+        messages = catalog(docname) if catalog else None
+        nb = convert_notebook(
+            source, Converter(index, docname, glue, warn, language, messages)
+        )
         path = outdir / f"{docname}.ipynb"
         path.parent.mkdir(parents=True, exist_ok=True)
         nbformat.write(nb, path)
@@ -758,17 +934,29 @@ def _notebook_docs(app) -> list[str]:
     return sorted(d for d in env.found_docs if str(env.doc2path(d)).endswith(".ipynb"))
 
 
-def _english(app) -> bool:
-    return (app.config.language or "en").split("_")[0].split("-")[0] == "en"
+def _catalogs(env) -> Callable[[str], dict[str, str]] | None:
+    """``docname -> {msgid: msgstr}`` of a translated build (None for English)."""
+    language = env.config.language
+    if _short(language) == "en" or not env.config.locale_dirs:
+        return None
+    from sphinx.util.i18n import docname_to_domain
+
+    dirs = [Path(env.srcdir, d) for d in env.config.locale_dirs]
+    return lambda docname: read_catalog(
+        dirs, language, docname_to_domain(docname, env.config.gettext_compact)
+    )
 
 
 def build_finished(app, exception) -> None:
-    if exception is not None or app.builder.format != "html" or not _english(app):
+    if exception is not None or app.builder.format != "html":
         return
     from sphinx.util import logging
 
     logger = logging.getLogger(__name__)
-    index = BookIndex.from_env(app.env, _base_url(app))
+    language = app.config.language or "en"
+    base = _base_url(app)
+    base = base.rstrip("/") + "/" + edition_prefix(language) if base != "./" else base
+    index = BookIndex.from_env(app.env, base)
     written = write_reader_notebooks(
         index,
         Path(app.srcdir),
@@ -776,6 +964,8 @@ def build_finished(app, exception) -> None:
         Path(app.outdir).parent / "jupyter_execute",
         Path(app.outdir) / OUTPUT_DIR,
         lambda message: logger.warning(message, type="reader_notebooks"),
+        language,
+        _catalogs(app.env),
     )
     logger.info(
         f"reader notebooks: {len(written)} written to {Path(app.outdir) / OUTPUT_DIR}"
@@ -796,11 +986,14 @@ def point_buttons_at_reader_notebooks(
 
     sphinx-book-theme builds the launch links from the repository and branch
     (``…/blob/<branch>/<page>.ipynb``); here the branch becomes ``reader_notebooks_branch``,
-    where CI publishes ``_build/html/notebooks`` with the repository's paths.
+    where CI publishes ``_build/html/notebooks`` with the repository's paths, and a
+    translated edition's under its folder (``zh/book/04_reparameterization.ipynb``, from
+    ``_build/html/zh/notebooks``).
     """
     branch = app.config.reader_notebooks_branch
-    if not branch or not _english(app) or pagename not in app.env.found_docs:
+    if not branch or pagename not in app.env.found_docs:
         return
+    prefix = edition_prefix(app.config.language)
     if not str(app.env.doc2path(pagename)).endswith(".ipynb"):
         return
     source_branch = (app.config.html_theme_options or {}).get(
@@ -811,10 +1004,15 @@ def point_buttons_at_reader_notebooks(
     def swap(button: dict) -> None:
         url = button.get("url", "")
         if "colab" in url:
-            button["url"] = url.replace(f"/blob/{source_branch}/", f"/blob/{branch}/")
+            button["url"] = url.replace(
+                f"/blob/{source_branch}/", f"/blob/{branch}/{prefix}"
+            )
         elif "/v2/gh/" in url or "/v2/git/" in url:
-            button["url"] = re.sub(
+            url = re.sub(
                 rf"/{re.escape(source_branch)}(\?|$)", rf"/{branch}\1", url, count=1
+            )
+            button["url"] = re.sub(
+                r"(urlpath=(?:tree|lab/tree|notebooks)/)", rf"\1{prefix}", url
             )
         elif button.get("label") == "download-source-button" and url.endswith(".ipynb"):
             button["url"] = reader
@@ -831,26 +1029,42 @@ def setup(app):
     return {"parallel_read_safe": True, "parallel_write_safe": True}
 
 
-def main(argv: list[str]) -> int:
-    """``python tools/reader_notebooks.py BUILD_DIR [BASE_URL]``: (re)write the reader notebooks
-    of an existing build from its saved environment, without building again."""
-    build = Path(argv[0] if argv else "_build")
+def _write_edition(build: Path, html: Path, base: str) -> int:
+    """The reader notebooks of the build in ``build`` (``.doctrees``, ``jupyter_execute``),
+    written to ``html/notebooks``; returns how many."""
     with open(build / ".doctrees" / "environment.pickle", "rb") as f:
         env = pickle.load(f)
-    base = argv[1] if len(argv) > 1 else "https://vae-tutorial.github.io/vae-tutorial/"
+    language = env.config.language or "en"
     warnings: list[str] = []
     docs = sorted(d for d in env.found_docs if str(env.doc2path(d)).endswith(".ipynb"))
     written = write_reader_notebooks(
-        BookIndex.from_env(env, base),
+        BookIndex.from_env(env, base.rstrip("/") + "/" + edition_prefix(language)),
         Path(env.srcdir),
         docs,
         build / "jupyter_execute",
-        build / "html" / OUTPUT_DIR,
+        html / OUTPUT_DIR,
         warnings.append,
+        language,
+        _catalogs(env),
     )
     for message in sorted(set(warnings)):
         print("warning:", message, file=sys.stderr)
-    print(f"{len(written)} reader notebooks in {build / 'html' / OUTPUT_DIR}")
+    print(f"{len(written)} reader notebooks in {html / OUTPUT_DIR}")
+    return len(written)
+
+
+def main(argv: list[str]) -> int:
+    """``python tools/reader_notebooks.py BUILD_DIR [BASE_URL]``: (re)write the reader notebooks
+    of an existing build from its saved environment, without building again: the English
+    edition's (``_build/html/notebooks``) and, when it is built, the Chinese one's
+    (``_build/zh/_build`` -> ``_build/html/zh/notebooks``, as tools/build_books.py lays it out)."""
+    build = Path(argv[0] if argv else "_build")
+    base = argv[1] if len(argv) > 1 else "https://vae-tutorial.github.io/vae-tutorial/"
+    _write_edition(build, build / "html", base)
+    for edition in sorted(build.glob("*/_build/.doctrees/environment.pickle")):
+        folder = edition.parents[2].name  # _build/zh/_build/... -> zh
+        if (build / "html" / folder).is_dir():
+            _write_edition(edition.parents[1], build / "html" / folder, base)
     return 0
 
 
