@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .errors import ArgumentError, ArgumentTypeError, check_float, check_int
+from .errors import ArgumentError, ArgumentTypeError, check_float, check_int, check_memory
 from .losses import (
     ELBOTerms,
     bernoulli_log_likelihood,
@@ -67,6 +67,7 @@ def causal_mask(kernel_size: int, mask_type: str) -> Tensor:
         raise ArgumentError(f"kernel_size must be odd so that the kernel has a centre, got {k}")
     if mask_type not in ("A", "B"):
         raise ArgumentError(f"mask_type must be 'A' (first layer) or 'B' (later layers), got {mask_type!r}")
+    check_memory(f"a {k}×{k} causal mask", "choose a smaller kernel_size", buffer_bytes=4 * k * k)
     c = k // 2
     mask = torch.ones(k, k)
     mask[c, c + (mask_type == "B"):] = 0.0
@@ -85,10 +86,15 @@ class MaskedConv2d(nn.Conv2d):
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, mask_type: str):
+        kernel_size = check_int("kernel_size", kernel_size, min=1)
         mask = causal_mask(kernel_size, mask_type)  # checks kernel_size and mask_type
-        super().__init__(check_int("in_channels", in_channels, min=1),
-                         check_int("out_channels", out_channels, min=1),
-                         kernel_size, padding=kernel_size // 2)
+        in_channels = check_int("in_channels", in_channels, min=1)
+        out_channels = check_int("out_channels", out_channels, min=1)
+        weights = in_channels * out_channels * kernel_size**2
+        check_memory(f"a masked {kernel_size}×{kernel_size} convolution from {in_channels} to {out_channels} "
+                     "channels", "choose fewer channels", parameters=weights + out_channels,
+                     buffer_bytes=4 * weights)  # the float32 mask, one value per weight
+        super().__init__(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
         self.mask_type = mask_type
         self.register_buffer("mask", mask.expand_as(self.weight).clone())
 
@@ -147,11 +153,17 @@ class PixelCNNDecoder(nn.Module):
         z_hidden = check_int("z_hidden", z_hidden, min=1)
         _, h, w = self.image_shape
         self.grid = (math.ceil(h / 4), math.ceil(w / 4))
+        c, n_maps = self.channels, (self.layers + 1) * self.channels
+        masked = c * self.kernel_size**2 + self.layers * c * c * self.hidden_kernel**2  # weights, each masked
+        check_memory(f"a PixelCNN decoder with channels={c}, layers={self.layers}, z_hidden={z_hidden}",
+                     "choose smaller channels, layers, kernel_size, hidden_kernel or z_hidden",
+                     parameters=masked + (self.layers + 1) * c + c + 1 + (self.latent_dim + 1) * z_hidden
+                     + (z_hidden + 1) * n_maps * self.grid[0] * self.grid[1],
+                     buffer_bytes=4 * masked)
         self.first = MaskedConv2d(1, self.channels, self.kernel_size, "A")
         self.blocks = nn.ModuleList(MaskedConv2d(self.channels, self.channels, self.hidden_kernel, "B")
                                     for _ in range(self.layers))
         self.out = nn.Conv2d(self.channels, 1, 1)
-        n_maps = (self.layers + 1) * self.channels
         self.z_net = nn.Sequential(nn.Linear(self.latent_dim, z_hidden), nn.ReLU(),
                                    nn.Linear(z_hidden, n_maps * self.grid[0] * self.grid[1]))
 

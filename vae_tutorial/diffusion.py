@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .errors import ArgumentError, check_float, check_int
+from .errors import ArgumentError, check_float, check_int, check_memory
 from .losses import (
     ELBOTerms,
     _check_batch,
@@ -62,6 +62,8 @@ def log_snr_schedule(steps: int, logsnr_min: float = -6.0, logsnr_max: float = 6
     if not logsnr_max > logsnr_min:
         raise ArgumentError(f"logsnr_max must exceed logsnr_min (the SNR must fall with t), "
                             f"got logsnr_min={logsnr_min}, logsnr_max={logsnr_max}")
+    check_memory(f"a schedule of T + 1 = {steps + 1:,} log-SNR values", "choose fewer steps",
+                 buffer_bytes=8 * (steps + 1))
     return torch.linspace(logsnr_max, logsnr_min, steps + 1, dtype=torch.float64)
 
 
@@ -167,8 +169,16 @@ class DiffusionModel(nn.Module):
         self.steps = check_int("steps", steps, min=1)
         hidden = check_int("hidden", hidden, min=1)
         time_features = check_int("time_features", time_features, min=1)
-        self.register_buffer("logsnr", log_snr_schedule(steps, logsnr_min, logsnr_max).float())
         d = math.prod(self.shape)
+        n_params = ((d + 1) * hidden + 2 * (2 * time_features + 1) * hidden + (hidden + 1) * hidden
+                    + (hidden + 1) * d)
+        schedule = 12 * (self.steps + 1)  # the T + 1 log-SNRs, made in float64 and kept in float32
+        check_memory(f"a diffusion model of {d:,} pixels with hidden={hidden}, steps={self.steps}, "
+                     f"time_features={time_features}",
+                     "choose fewer steps" if schedule > 16 * n_params else
+                     "choose a smaller hidden (or fewer time_features)",
+                     parameters=n_params, buffer_bytes=schedule + 4 * time_features)
+        self.register_buffer("logsnr", log_snr_schedule(steps, logsnr_min, logsnr_max).float())
         self.embed = _TimeEmbedding(time_features)
         self.inp = nn.Linear(d, hidden)
         self.time1 = nn.Linear(2 * time_features, hidden)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 import threading
 from contextlib import contextmanager
 
@@ -25,6 +26,7 @@ __all__ = [
     "ResumeMismatchError", "DeviceError", "RunLockedError", "DOCUMENTED_ERRORS", "SEED_MAX",
     "check_int", "check_float", "check_seed", "check_data", "check_model", "unchecked_data",
     "check_unit_interval", "data_checks_enabled", "check_one_latent_vae", "check_tensor",
+    "check_memory", "memory_limit",
 ]
 
 SEED_MAX = 2**32 - 1
@@ -130,6 +132,78 @@ def check_model(model, name: str = "model") -> None:
                                 f"got a {type(model).__name__} without {', '.join(missing)}")
     if next(model.parameters(), None) is None:
         raise ArgumentTypeError(f"{name} ({type(model).__name__}) has no parameters to train or evaluate")
+
+
+def memory_limit() -> tuple[int, str]:
+    """The bytes this process may still allocate, and what sets that limit, in words.
+
+    The smallest of: the machine's physical memory, a container's memory limit (cgroup
+    ``memory.max``) and the process's own limits (``ulimit -v``, ``ulimit -d``, less what the
+    process already uses). A limit that cannot be read is ignored; with none readable (not
+    POSIX), 64 GiB.
+    """
+    limits = []
+    try:
+        limits.append((os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "this machine's memory"))
+    except (AttributeError, ValueError, OSError):
+        pass
+    for cgroup in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(cgroup) as f:
+                limits.append((int(f.read().strip()), "the container's memory limit"))
+            break
+        except (OSError, ValueError):  # absent, or "max" (no limit)
+            continue
+    try:
+        import resource
+
+        used = _process_memory()
+        for which, name, shell in ((resource.RLIMIT_AS, "VmSize", "ulimit -v"),
+                                   (resource.RLIMIT_DATA, "VmData", "ulimit -d")):
+            soft = resource.getrlimit(which)[0]
+            if soft != resource.RLIM_INFINITY and soft >= 0:
+                limits.append((max(soft - used.get(name, 0), 0), f"the memory this process may still allocate under {shell}"))
+    except (ImportError, OSError, ValueError):
+        pass
+    return min(limits, default=(1 << 36, "64 GiB"), key=lambda limit: limit[0])
+
+
+def _process_memory() -> dict[str, int]:
+    """``VmSize`` and ``VmData`` of this process in bytes (Linux's ``/proc/self/status``; else empty)."""
+    out = {}
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key in ("VmSize", "VmData"):
+                    out[key] = int(value.split()[0]) * 1024  # "1234 kB"
+    except (OSError, ValueError, IndexError):
+        pass
+    return out
+
+
+def check_memory(what: str, fix: str, *, parameters: int = 0, buffer_bytes: int = 0) -> None:
+    """Refuse, before anything is allocated, a model that cannot fit in memory.
+
+    Training holds four float32 copies of every parameter (weights, gradients and Adam's two
+    moments: 16 bytes each); buffers (schedules, masks) are held once, ``buffer_bytes`` in
+    all. Raises :class:`ArgumentError` naming the size, the limit (:func:`memory_limit`) and
+    ``fix``, which names the argument to change ("choose smaller layer widths (hidden)").
+    Every model constructor calls it with its own count: one guard, one message.
+    """
+    need = 16 * parameters + buffer_bytes
+    limit, source = memory_limit()
+    if need <= limit:
+        return
+    gib = 2**30
+    if parameters:
+        size = (f"would need {need / gib:.1f} GiB to train: {parameters:,} parameters × 16 bytes (weights, "
+                "gradients and Adam's moments in float32)")
+        if buffer_bytes >= gib / 20:  # shown when it adds something at this precision
+            size += f" and {buffer_bytes / gib:.1f} GiB of fixed tensors (schedules, masks)"
+    else:
+        size = f"would need {buffer_bytes / gib:.1f} GiB"
+    raise ArgumentError(f"{what} {size}, more than {source} ({limit / gib:.1f} GiB); {fix}")
 
 
 def check_finite_parameters(model, name: str = "model") -> None:

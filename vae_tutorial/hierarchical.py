@@ -41,12 +41,13 @@ that reads ``x`` (the *trunk*) and the decoder ``p_θ(x|z_1)``.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Sequence
 
 import torch
 from torch import Tensor, nn
 
-from .errors import ArgumentError, ArgumentTypeError, check_int
+from .errors import ArgumentError, ArgumentTypeError, check_int, check_memory
 from .losses import (
     LOG_2PI,
     ELBOTerms,
@@ -55,20 +56,22 @@ from .losses import (
     gaussian_log_likelihood,
     reparameterize,
 )
-from .models import _as_shape
+from .models import _as_shape, _mlp_parameters
 
 __all__ = ["HierarchicalVAE", "INFERENCES", "MERGES", "precision_weighted_merge", "top_layer_rate_split"]
 
 INFERENCES = ("top_down", "bottom_up")
 MERGES = ("precision", "residual")
 _ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU, "elu": nn.ELU}
+_WIDTHS_FIX = "choose smaller layer widths (hidden, or upper_hidden for HierarchicalVAE itself)"
 
 
 def _widths(name: str, value, n: int) -> list[int]:
     """``n`` positive widths from an int (repeated) or a sequence of length ``n``."""
-    if isinstance(value, (str, bytes, dict)) or not (isinstance(value, int) or hasattr(value, "__iter__")):
+    # numbers.Integral: a NumPy integer is a width too, as everywhere check_int reads one
+    if isinstance(value, (str, bytes, dict)) or not (isinstance(value, numbers.Integral) or hasattr(value, "__iter__")):
         raise ArgumentTypeError(f"{name} must be a width or a sequence of {n} widths, got {value!r}")
-    if isinstance(value, int) and not isinstance(value, bool):
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         return [check_int(name, value, min=1)] * n
     value = list(value)
     if len(value) != n:
@@ -93,6 +96,7 @@ def _act(activation: str) -> type[nn.Module]:
 
 
 def _mlp(sizes: Sequence[int], act: type[nn.Module], final_act: bool = False) -> nn.Sequential:
+    check_memory(f"an MLP with sizes {list(sizes)}", _WIDTHS_FIX, parameters=_mlp_parameters(sizes))
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(nn.Linear(a, b))
@@ -168,6 +172,9 @@ class _ConvTrunk(nn.Module):
     def __init__(self, channels: tuple[int, int], features: int, act: type[nn.Module]):
         super().__init__()
         c1, c2 = channels
+        check_memory(f"a convolutional trunk with channels={channels}, hidden={features}",
+                     "choose smaller channels or hidden[0]",
+                     parameters=17 * c1 + c1 * (9 * c1 + 1) + c2 * (16 * c1 + 1) + (49 * c2 + 1) * features)
         self.net = nn.Sequential(
             nn.Conv2d(1, c1, 4, stride=2, padding=1), act(),  # 28 -> 14
             nn.Conv2d(c1, c1, 3, padding=1), act(),
@@ -186,6 +193,9 @@ class _ConvDecoder(nn.Module):
     def __init__(self, latent_dim: int, channels: tuple[int, int], hidden: int, act: type[nn.Module]):
         super().__init__()
         c1, c2 = channels
+        check_memory(f"a convolutional decoder with channels={channels}, hidden={hidden}",
+                     "choose smaller channels or hidden[0]",
+                     parameters=_mlp_parameters([latent_dim, hidden, 49 * c2]) + c1 * (16 * c2 + 1) + 16 * c1 + 1)
         self.net = nn.Sequential(
             nn.Linear(latent_dim, hidden), act(),
             nn.Linear(hidden, c2 * 49), act(),

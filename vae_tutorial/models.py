@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import os
 from typing import Sequence
 
 import torch
@@ -24,7 +23,7 @@ from .losses import (
     gaussian_log_likelihood,
     reparameterize,
 )
-from .errors import ArgumentError, ArgumentTypeError, DataError, check_int
+from .errors import ArgumentError, ArgumentTypeError, DataError, check_int, check_memory
 
 __all__ = [
     "Autoencoder",
@@ -61,22 +60,15 @@ def _sizes(name: str, hidden) -> list[int]:
     return [check_int(f"{name}[{i}]", h, min=1) for i, h in enumerate(hidden)]
 
 
-def _check_memory(n_params: int, what: str) -> None:
-    """Refuse, before allocating, a model whose weights alone would not fit in this machine's RAM."""
-    try:
-        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):  # not POSIX: allow up to 16 GiB of float32
-        ram = 1 << 36
-    # Training holds four float32 copies of every parameter: weights, gradients, Adam's two moments.
-    if 16 * n_params > ram:
-        raise ArgumentError(f"{what} would have {n_params:,} parameters: {16 * n_params / 2**30:.1f} GiB to train "
-                            f"(weights, gradients and Adam's moments in float32), more than this machine's memory "
-                            f"({ram / 2**30:.1f} GiB); choose smaller layer widths")
+def _mlp_parameters(sizes: Sequence[int]) -> int:
+    """Number of weights and biases of the MLP with layer widths ``sizes`` (input first)."""
+    return sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:]))
 
 
 def _mlp(sizes: Sequence[int]) -> nn.Sequential:
     """Linear layers with ReLU between them (none after the last)."""
-    _check_memory(sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:])), f"an MLP with sizes {list(sizes)}")
+    check_memory(f"an MLP with sizes {list(sizes)}", "choose smaller layer widths (hidden)",
+                 parameters=_mlp_parameters(sizes))
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(nn.Linear(a, b))
@@ -137,7 +129,8 @@ def _conv_args(channels, hidden, io_channels, io_name: str) -> tuple[int, int]:
     c1, c2 = (check_int(f"channels[{i}]", c, min=1) for i, c in enumerate(channels))
     h = check_int("hidden", hidden, min=1)
     check_int(io_name, io_channels, min=1)
-    _check_memory(c2 * 49 * h + h * 4096, f"a conv network with hidden={h}")
+    check_memory(f"a conv network with hidden={h}", "choose a smaller hidden or channels",
+                 parameters=c2 * 49 * h + h * 4096)
     return c1, c2
 
 
@@ -294,6 +287,7 @@ class VAE(nn.Module):
 
     def prior_sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """``z ~ p(z) = N(0, I)``, shape ``(n, Z)``, on the model's device and dtype."""
+        n = check_int("n", n, min=0)
         p = next(self.parameters())
         zeros = torch.zeros(n, self.latent_dim, device=p.device, dtype=p.dtype)
         return reparameterize(zeros, zeros, generator)
@@ -381,11 +375,18 @@ class ConditionalVAE(VAE):
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, y: Tensor | int | None = None) -> Tensor:
         """Generate ``n`` images of class ``y`` (an int, a ``(n,)`` tensor, or ``None`` for 0, 1, 2, … cycling)."""
+        n = check_int("n", n, min=0)
         p = next(self.parameters())
         if y is None:
             y = torch.arange(n, device=p.device) % self.num_classes
-        elif isinstance(y, int):
-            y = torch.full((n,), y, device=p.device, dtype=torch.long)
+        elif isinstance(y, numbers.Integral) and not isinstance(y, bool):
+            y = torch.full((n,), int(y), device=p.device, dtype=torch.long)
+        if not isinstance(y, Tensor) or y.dtype.is_floating_point or y.dtype == torch.bool or y.shape != (n,):
+            raise ArgumentTypeError(f"y must be a class (an int) or a tensor of n={n} integer classes, got "
+                                    f"{type(y).__name__}{'' if not isinstance(y, Tensor) else f' of shape {tuple(y.shape)} and dtype {y.dtype}'}")
+        elif n and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
+            raise ArgumentError(f"y must hold classes in [0, {self.num_classes}) for this model's "
+                                f"num_classes={self.num_classes}, got {int(y.min())} to {int(y.max())}")
         return self.mean(self.decode(self.prior_sample(n, generator), y.to(p.device)))
 
     @torch.no_grad()
