@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable, IO
 
-from .errors import VAETutorialError
+from .errors import ArgumentError, VAETutorialError
 
 
 class FileWriteError(VAETutorialError, OSError):
@@ -42,8 +42,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None], wh
     file in the message ("checkpoint", "config.json", ...).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    except OSError as e:  # a folder on the way is a file, no permission, a full disk
+        raise FileWriteError(f"could not write the {what} {path}: {_where(path) or _cause(e)}; the previous "
+                             f"{path.name}, if any, is unchanged. Choose another path.") from e
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -59,6 +63,35 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None], wh
                                  "any, is unchanged. Free some space or choose another folder.") from e
         raise
     return path
+
+
+def check_writable(path: str | os.PathLike, name: str) -> Path:
+    """Refuse, before any work, a path that :func:`atomic_write` could not write.
+
+    For ``fit(..., checkpoint=path)`` and the command line to call before the first epoch,
+    so that a path whose folder is a file (``afile/ck.pt``), a path that is a folder, or a
+    read-only folder is named at once, not after an epoch of training. Raises :class:`ArgumentError` naming
+    the argument ``name``; returns ``path`` as a :class:`~pathlib.Path`.
+    """
+    path = Path(path)
+    why = _where(path)
+    if why is None:
+        folder = next(p for p in (path.parent, *path.parent.parents) if p.exists() or p == p.parent)
+        if not os.access(folder, os.W_OK | os.X_OK):
+            why = f"the folder {folder} is not writable"
+    if why is not None:
+        raise ArgumentError(f"{name}={str(path)!r} cannot be written: {why}; choose another path")
+    return path
+
+
+def _where(path: Path) -> str | None:
+    """What in ``path``'s way makes it unwritable as a file (a folder that is a file, ...), or None."""
+    if path.is_dir():
+        return f"{path} is a folder, not a file"
+    for folder in (path.parent, *path.parent.parents):
+        if folder.exists():
+            return None if folder.is_dir() else f"{folder} is a file, not a folder"
+    return None
 
 
 def _cause(e: BaseException) -> str | None:
