@@ -170,7 +170,9 @@ class _Failure:
 def _call(fn, *args):
     try:
         return fn(*args)
-    except Exception as e:  # noqa: BLE001 - any error in student code is a FAIL, not a crash
+    # any error in student code is a FAIL, not a crash; a sys.exit() in it too (it would end the
+    # notebook's kernel or the grader), but Ctrl-C still interrupts
+    except (Exception, SystemExit) as e:  # noqa: BLE001
         frames = traceback.extract_tb(e.__traceback__)
         where = f" (line {frames[-1].lineno} in {frames[-1].name})" if frames else ""
         last = traceback.format_exception_only(type(e), e)[-1].strip()

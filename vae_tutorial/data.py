@@ -272,6 +272,9 @@ class ImageDataset(Dataset):
             if index.dim() != 1 or index.numel() == 0 or index.is_floating_point() or index.is_complex():
                 raise ArgumentError("subset takes an int n (the first n examples) or a non-empty 1-D "
                                  f"list/tensor of integer indices, got {str(n_or_indices)[:80]}")
+            if index.dtype == torch.bool and index.numel() != len(self):
+                raise ArgumentError(f"a boolean subset mask must have one entry per example ({len(self)}), "
+                                    f"got {index.numel()}; or pass integer indices")
             if index.dtype != torch.bool:
                 index = index.long()
                 if int(index.min()) < 0 or int(index.max()) >= len(self):

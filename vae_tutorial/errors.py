@@ -318,7 +318,11 @@ def check_images(model, images: Tensor, name: str = "x") -> Tensor:
         return images  # the caller's own type check names what was given
     shape = expected_image_shape(model)
     got = tuple(images.shape[1:])
-    if shape is not None and images.dim() >= 2 and got != shape and got != (math.prod(shape),):
+    if shape is not None and images.dim() < 2:
+        raise DataError(f"{name}: the model reads a batch of examples of shape {shape}, but got a tensor "
+                        f"of shape {tuple(images.shape)}, which has no batch dimension; stack the images "
+                        f"into (N, {', '.join(map(str, shape))}), or use x.unsqueeze(0) for one image")
+    if shape is not None and got != shape and got != (math.prod(shape),):
         raise DataError(f"{name}: the model reads examples of shape {shape}, but these have shape {got} "
                         f"(a batch of {tuple(images.shape)}); use data of the size the model was built for, "
                         "or build the model for this data's shape")
@@ -364,6 +368,9 @@ def check_data(images: Tensor, labels: Tensor | None = None, *, likelihood: str 
     if num_classes is not None:
         if labels is None:
             raise DataError(f"{name} has no labels, but a conditional model needs them")
+        if labels.dim() != 1:
+            raise DataError(f"{name} labels must be class indices of shape (N,), got shape {tuple(labels.shape)}; "
+                            "for one-hot labels pass labels.argmax(1)")
         if labels.shape[:1] != images.shape[:1]:
             raise DataError(f"{name} has {images.shape[0]} images but labels of shape {tuple(labels.shape)}")
         if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:

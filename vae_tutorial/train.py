@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -38,7 +39,7 @@ from .errors import (
 )
 from .files import atomic_write
 from .identity import identity_differences, model_identity
-from .losses import elbo, iwae_bound
+from .losses import ELBOTerms, elbo, iwae_bound
 
 __all__ = ["History", "fit", "linear_warmup", "exponential_decay", "load_checkpoint", "save_checkpoint", "dataset_tensors",
            "NonFiniteLossError", "checkpoint_digest", "clean_stale_temporaries", "CHECKPOINT_KEYS"]
@@ -161,6 +162,16 @@ def dataset_tensors(data) -> tuple[Tensor, Tensor | None]:
     """
     if isinstance(data, Tensor):
         return data, None
+    if isinstance(data, np.ndarray):
+        if data.dtype.kind not in "biuf":
+            raise ArgumentTypeError(f"the data must be numbers (images), got a NumPy array of dtype {data.dtype}")
+        return torch.from_numpy(np.ascontiguousarray(data)), None
+    if isinstance(data, (str, bytes, os.PathLike)):
+        raise ArgumentTypeError(f"the data must be a data set or a tensor of images, got the {type(data).__name__} "
+                                f"{_brief(data)}; load a data set first, e.g. vt.load_dataset('digits')")
+    if isinstance(data, dict):
+        raise ArgumentTypeError(f"the data must be a data set or a tensor of images, got a dict with keys "
+                                f"{_brief(list(data))}; pass the images tensor itself, e.g. data['images']")
     if hasattr(data, "images"):
         return data.images, getattr(data, "labels", None)
     if hasattr(data, "tensors"):
@@ -356,6 +367,9 @@ def _loss(model, x, y, beta, free_bits, objective, iwae_k, generator, elbo_fn=el
             terms = elbo(model, x, 1.0, y=y, generator=generator)
         return -bound.mean(), terms
     terms = elbo_fn(model, x, beta, y=y, generator=generator)
+    if not isinstance(terms, ELBOTerms):
+        raise ArgumentTypeError(f"elbo_fn must return ELBOTerms (as vt.elbo does), got {type(terms).__name__} "
+                                f"{_brief(terms)}; build one with ELBOTerms(elbo=..., reconstruction=..., kl=...)")
     if free_bits > 0:
         if terms.kl_per_dim is None:
             # Ignoring free_bits here would train a different objective than the one asked for.
