@@ -1,9 +1,10 @@
 // The book's additions to the theme's behaviour (loaded by _config.yml's html_js_files).
 
-// 1. Display maths wider than the column scrolls sideways in its own box (custom.css). A phone
-//    draws no scroll bar there, so the box is marked on each side that has more formula to
-//    see: class vae-more-right or vae-more-left, which custom.css turns into a fade at that
-//    edge. Runs once MathJax has typeset the page, and again when a box scrolls or resizes.
+// 1. Display maths wider than the column scrolls sideways in its own box (custom.css), and so
+//    do wide tables and, on a phone, printed outputs. A phone draws no scroll bar there, so
+//    the box is marked on each side that has more to see: class vae-more-right or
+//    vae-more-left, which custom.css turns into a fade at that edge. Runs once MathJax has
+//    typeset the page, and again when a box scrolls or resizes.
 (function () {
   "use strict";
 
@@ -20,7 +21,9 @@
           entries.forEach(function (entry) { mark(entry.target); });
         })
       : null;
-    document.querySelectorAll("div.math mjx-container").forEach(function (box) {
+    // display maths, and (custom.css) tables and printed outputs that scroll sideways
+    var boxes = "div.math mjx-container, .pst-scrollable-table-container, div.cell_output pre";
+    document.querySelectorAll(boxes).forEach(function (box) {
       mark(box);
       box.addEventListener("scroll", function () { mark(box); }, { passive: true });
       if (resized) resized.observe(box);
@@ -49,5 +52,51 @@
     if (dialog.open && here && url.hash) {
       window.setTimeout(function () { dialog.close(); }, 0);
     }
+  });
+})();
+
+// 3. Search results quote the text around the match from the page's HTML, where MathJax has
+//    not run: a formula showed as its TeX source, "\(\mathrm{KL}(q\,\|\,p_\theta(z\mid x))\)".
+//    Sphinx's searchtools.js makes the quote with Search.htmlToText; before it does, each
+//    formula is replaced by a plain-text reading of its TeX ("KL(q ‖ p_θ(z | x))").
+(function () {
+  "use strict";
+
+  var SYMBOLS = {
+    alpha: "α", beta: "β", gamma: "γ", delta: "δ", epsilon: "ε", varepsilon: "ε", zeta: "ζ",
+    eta: "η", theta: "θ", kappa: "κ", lambda: "λ", mu: "μ", nu: "ν", xi: "ξ", pi: "π",
+    rho: "ρ", sigma: "σ", tau: "τ", phi: "φ", varphi: "φ", chi: "χ", psi: "ψ", omega: "ω",
+    Gamma: "Γ", Delta: "Δ", Theta: "Θ", Lambda: "Λ", Sigma: "Σ", Phi: "Φ", Psi: "Ψ", Omega: "Ω",
+    mid: " | ", "|": " ‖ ", Vert: "‖", lVert: "‖", rVert: "‖", vert: "|", lvert: "|", rvert: "|",
+    le: "≤", leq: "≤", ge: "≥", geq: "≥", ne: "≠", neq: "≠", approx: "≈", sim: "~",
+    propto: "∝", in: "∈", infty: "∞", sum: "∑", prod: "∏", int: "∫", nabla: "∇",
+    partial: "∂", cdot: "·", times: "×", to: "→", rightarrow: "→", leftarrow: "←",
+    log: "log", exp: "exp", min: "min", max: "max", quad: " ", qquad: " "
+  };
+
+  function plain(tex) {
+    return tex
+      .replace(/^\s*(\\\(|\\\[|\$\$?)|(\\\)|\\\]|\$\$?)\s*$/g, "")
+      .replace(/\\([A-Za-z]+|\|)/g, function (all, name) {
+        return Object.prototype.hasOwnProperty.call(SYMBOLS, name) ? SYMBOLS[name] : "";
+      })
+      .replace(/\\[,;:! ]/g, " ")
+      .replace(/[{}]/g, "")
+      .replace(/\s+/g, " ")
+      .trim();
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    // searchtools.js declares it with const: a global name, not a property of window
+    var search = typeof Search !== "undefined" ? Search : null;  // eslint-disable-line no-undef
+    if (!search || typeof search.htmlToText !== "function") return;
+    var htmlToText = search.htmlToText;
+    search.htmlToText = function (htmlString, anchor) {
+      var doc = new DOMParser().parseFromString(htmlString, "text/html");
+      doc.querySelectorAll("span.math, div.math").forEach(function (el) {
+        el.textContent = " " + plain(el.textContent) + " ";
+      });
+      return htmlToText(doc.documentElement.outerHTML, anchor);
+    };
   });
 })();
