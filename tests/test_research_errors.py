@@ -11,6 +11,7 @@ reader and ``elbo_fn``, ``subset``, ``VAE.sample``, the homework checks) are kep
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 
 import numpy as np
@@ -74,21 +75,15 @@ def posteriors(n: int = 20, z: int = 2):
     return torch.randn(n, z, generator=g), 0.1 * torch.randn(n, z, generator=g)
 
 
+@contextlib.contextmanager
 def raises(cls, *words):
-    """A context that expects ``cls`` (a VAETutorialError) with every word in its message."""
-    class _Expect:
-        def __enter__(self):
-            self.ctx = pytest.raises(cls)
-            self.info = self.ctx.__enter__()
-            return self.info
-
-        def __exit__(self, *exc):
-            handled = self.ctx.__exit__(*exc)
-            assert issubclass(cls, VAETutorialError)
-            message = str(self.info.value)
-            assert all(w in message for w in words), (words, message)
-            return handled
-    return _Expect()
+    """Expect ``cls`` (a VAETutorialError) with every word of ``words`` in its message; another
+    exception propagates as itself."""
+    assert issubclass(cls, VAETutorialError)
+    with pytest.raises(cls) as info:
+        yield info
+    message = str(info.value)
+    assert all(w in message for w in words), (words, message)
 
 
 # ----------------------------------------------------------------------------- compare
