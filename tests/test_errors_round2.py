@@ -17,6 +17,8 @@ import textwrap
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import vae_tutorial as vt
 from vae_tutorial import autoregressive, diffusion, errors, hierarchical
@@ -79,20 +81,67 @@ def test_every_part_iii_constructor_counts_what_it_builds_and_refuses_what_canno
 def test_a_model_at_the_limit_is_built(name, limit, monkeypatch):
     """The guard refuses only what does not fit: given exactly the bytes it asks for, it builds."""
     build = PART_III[name][0]
-    asked = []
-
-    def spy(what, fix, *, parameters=0, buffer_bytes=0):
-        asked.append(16 * parameters + buffer_bytes)
-        errors.check_memory(what, fix, parameters=parameters, buffer_bytes=buffer_bytes)
-
-    for module in (hierarchical, autoregressive, diffusion):
-        monkeypatch.setattr(module, "check_memory", spy)
-    build()
+    _, calls = _guarded(build, monkeypatch)
+    asked = [16 * parameters + buffers for parameters, buffers in calls]
     limit(max(asked))
     build()
     limit(max(asked) - 1)
     with pytest.raises(ArgumentError):
         build()
+
+
+def _guarded(build, monkeypatch) -> tuple[torch.nn.Module, list[tuple[int, int]]]:
+    """Build a model, recording ``(parameters, buffer bytes)`` of every call to the memory guard."""
+    calls = []
+
+    def spy(what, fix, *, parameters=0, buffer_bytes=0):
+        calls.append((parameters, buffer_bytes))
+        errors.check_memory(what, fix, parameters=parameters, buffer_bytes=buffer_bytes)
+
+    for module in (hierarchical, autoregressive, diffusion):
+        monkeypatch.setattr(module, "check_memory", spy)
+    return build(), calls
+
+
+_width = st.integers(1, 12)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(dims=st.lists(st.integers(1, 5), min_size=1, max_size=3), data=st.data(),
+       inference=st.sampled_from(["top_down", "bottom_up"]), merge=st.sampled_from(["precision", "residual"]),
+       skip=st.booleans(), conv=st.booleans())
+def test_every_network_of_a_hierarchical_vae_is_guarded(monkeypatch, dims, data, inference, merge, skip, conv):
+    """Property: the guarded counts add up to the model's parameters, whatever the configuration,
+    so no network of it is built without the guard."""
+    widths = data.draw(st.lists(_width, min_size=len(dims), max_size=len(dims)))
+    if conv:
+        channels = data.draw(st.tuples(_width, _width))
+        model, counts = _guarded(lambda: HierarchicalVAE.conv(dims, widths, channels=channels, inference=inference,
+                                                              merge=merge, skip=skip), monkeypatch)
+    else:
+        model, counts = _guarded(lambda: HierarchicalVAE.mlp(dims, widths, in_features=(1, 3, 4), inference=inference,
+                                                             merge=merge, skip=skip), monkeypatch)
+    assert sum(parameters for parameters, _ in counts) == _params(model)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(z=st.integers(1, 4), h=st.integers(1, 9), w=st.integers(1, 9), channels=_width, layers=st.integers(0, 3),
+       kernel=st.sampled_from([1, 3, 5]), hidden_kernel=st.sampled_from([1, 3]), z_hidden=_width)
+def test_the_pixelcnn_guard_counts_its_decoder_exactly(monkeypatch, z, h, w, channels, layers, kernel, hidden_kernel,
+                                                      z_hidden):
+    model, counts = _guarded(lambda: PixelCNNDecoder(z, (1, h, w), channels=channels, layers=layers,
+                                                     kernel_size=kernel, hidden_kernel=hidden_kernel,
+                                                     z_hidden=z_hidden), monkeypatch)
+    assert counts[0][0] == _params(model)  # the decoder's own guard, before any layer is built
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(shape=st.lists(st.integers(1, 6), min_size=1, max_size=3), steps=st.integers(1, 50), hidden=_width,
+       time_features=st.integers(1, 8))
+def test_the_diffusion_guard_counts_its_model_exactly(monkeypatch, shape, steps, hidden, time_features):
+    model, counts = _guarded(lambda: DiffusionModel(tuple(shape), steps=steps, hidden=hidden,
+                                                    time_features=time_features), monkeypatch)
+    assert counts[0][0] == _params(model)
 
 
 def test_the_conv_decoder_and_the_upper_layers_are_guarded_too(limit):

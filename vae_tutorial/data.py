@@ -792,7 +792,7 @@ def _download(url: str, dest: Path, sha256: str, size: int | None = None) -> Pat
         except _MirrorFailure:
             raise
         except (OSError, ValueError, http.client.HTTPException) as e:  # URLError is an OSError
-            if deadline.expired:
+            if deadline.expired or deadline.left() <= 0:  # the timer may not have fired yet
                 raise deadline.too_slow(received, announced, in_body) from None
             if isinstance(e, urllib.error.HTTPError):
                 raise _MirrorFailure(f"HTTP {e.code} {e.reason}") from None
