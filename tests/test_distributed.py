@@ -139,6 +139,9 @@ def _worker(rank: int, port: int, tmp: str) -> None:
     _attempt(out, "nan_loss_on_rank_1", lambda: vt.fit(_vae(), _data(), epochs=1, elbo_fn=_nan_elbo_on_rank_1, **FIT))
     _attempt(out, "resume_one_process_checkpoint",
              lambda: vt.fit(_vae(), _data(), epochs=2, checkpoint=tmp / "one_process.pt", **FIT))
+    # rank 0 cannot write the checkpoint (its folder is a file): both stop after the first epoch
+    _attempt(out, "unwritable_checkpoint",
+             lambda: vt.fit(_autoencoder(), _data(), epochs=2, checkpoint=tmp / "a_file" / "x.pt", **FIT))
     # the process group still works after the failures
     _attempt(out, "after", lambda: vt.fit(_autoencoder(), _data(), epochs=1, **FIT))
     (tmp / f"rank{rank}.json").write_text(json.dumps(out))
@@ -152,6 +155,7 @@ def two_processes(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ddp")
     (tmp / "checkpoints").mkdir()
     vt.fit(_vae(), _data(), epochs=1, checkpoint=tmp / "one_process.pt", **FIT)  # to resume at 2 processes
+    (tmp / "a_file").write_text("not a folder")
     ctx = mp.start_processes(_worker, args=(_free_port(), str(tmp)), nprocs=2, join=False, start_method="spawn")
     deadline = time.monotonic() + DEADLINE
     try:
@@ -222,6 +226,10 @@ def test_every_process_fails_together(two_processes):
     # a loss that turns NaN on rank 1 only: both stop at the same step
     assert r0["nan_loss_on_rank_1"] == r1["nan_loss_on_rank_1"]
     assert r0["nan_loss_on_rank_1"].startswith("NonFiniteLossError") and "step 1" in r0["nan_loss_on_rank_1"]
+    # a checkpoint rank 0 cannot write stops both after the epoch
+    assert not r0["unwritable_checkpoint"].startswith(("ok", "DistributedError"))
+    assert r1["unwritable_checkpoint"].startswith("DistributedError: process 0 of 2 failed")
+    assert "a_file" in r0["unwritable_checkpoint"] and "a_file" in r1["unwritable_checkpoint"]
     assert r0["after"] == r1["after"] == "ok"
 
 
