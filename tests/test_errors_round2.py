@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 import vae_tutorial as vt
 from vae_tutorial import autoregressive, diffusion, errors, hierarchical
-from vae_tutorial.autoregressive import MaskedConv2d, PixelCNNDecoder, PixelVAE, causal_mask
+from vae_tutorial.autoregressive import MaskedConv2d, PixelCNNDecoder, causal_mask
 from vae_tutorial.diffusion import DiffusionModel, log_snr_schedule
 from vae_tutorial.errors import ArgumentError, ResumeMismatchError, VAETutorialError
 from vae_tutorial.files import FileWriteError, atomic_write, check_writable

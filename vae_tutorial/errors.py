@@ -162,7 +162,8 @@ def memory_limit() -> tuple[int, str]:
                                    (resource.RLIMIT_DATA, "VmData", "ulimit -d")):
             soft = resource.getrlimit(which)[0]
             if soft != resource.RLIM_INFINITY and soft >= 0:
-                limits.append((max(soft - used.get(name, 0), 0), f"the memory this process may still allocate under {shell}"))
+                limits.append((max(soft - used.get(name, 0), 0),
+                               f"the memory this process may still allocate under {shell}"))
     except (ImportError, OSError, ValueError):
         pass
     return min(limits, default=(1 << 36, "64 GiB"), key=lambda limit: limit[0])
