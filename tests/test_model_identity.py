@@ -36,9 +36,9 @@ def _cvae(num_classes=3, label_scale=1.0, likelihood="bernoulli"):
 
 
 def _hvae(latent_dims=(2, 2), hidden=(8, 8), inference="top_down", merge="precision", activation="silu",
-          skip=False):
+          skip=False, logvar_bound=10.0):
     return HierarchicalVAE.mlp(latent_dims, hidden, in_features=SMALL, inference=inference, merge=merge,
-                               activation=activation, skip=skip)
+                               activation=activation, skip=skip, logvar_bound=logvar_bound)
 
 
 def _pixel(channels=4, layers=1, kernel_size=3, hidden_kernel=3, z_hidden=8, rate_floor=0.0):
@@ -67,6 +67,7 @@ CASES = [  # (builder, argument, another value)
     (_hvae, "merge", "residual"),
     (_hvae, "activation", "relu"),
     (_hvae, "skip", True),
+    (_hvae, "logvar_bound", 5.0),  # the same weights, other variances: refused by the identity alone
     (_pixel, "channels", 6),
     (_pixel, "layers", 2),
     (_pixel, "kernel_size", 5),
