@@ -57,7 +57,8 @@ class History:
 
     ``history["train_elbo"]`` is the list over epochs; keys: ``epoch``, ``beta``,
     ``train_elbo``, ``train_reconstruction``, ``train_kl``, ``seconds`` and, with a
-    validation set, ``valid_elbo``, ``valid_reconstruction``, ``valid_kl``.
+    validation set, ``valid_elbo``, ``valid_reconstruction``, ``valid_kl``; with
+    ``skip_threshold``, ``skipped_steps`` (the train terms are then means over the steps taken).
     """
 
     records: list[dict] = field(default_factory=list)
@@ -426,7 +427,8 @@ def fit(model: torch.nn.Module, train, *, epochs: int, batch_size: int = 128, lr
         beta: float | Schedule = 1.0, valid=None, device: torch.device | str | None = None,
         seed: int = 0, progress: bool = True, checkpoint: str | os.PathLike | None = None,
         free_bits: float = 0.0, objective: str = "elbo", iwae_k: int = 5,
-        elbo_fn: Callable | None = None) -> History:
+        elbo_fn: Callable | None = None, grad_clip: float | None = None,
+        skip_threshold: float | None = None) -> History:
     """Train ``model`` by maximising the ELBO with Adam.
 
     Each step minimises ``−(1/B) Σ_b ELBO_β(x_b)`` with
@@ -465,6 +467,16 @@ def fit(model: torch.nn.Module, train, *, epochs: int, batch_size: int = 128, lr
         elbo_fn: replaces :func:`~vae_tutorial.losses.elbo` in the ``"elbo"`` objective;
             same signature ``(model, x, beta, *, y, generator) -> ELBOTerms``. The book
             uses it to train deliberately broken losses; leave it ``None``.
+        grad_clip: if set, ``c > 0``: before each update the gradient is rescaled to
+            global L2 norm at most ``c`` (``torch.nn.utils.clip_grad_norm_``).
+        skip_threshold: if set, ``s > 0``: an update whose gradient norm (before
+            clipping) is above ``s`` or not finite is skipped, the parameters and Adam's
+            moments left as they were, and counted in ``history["skipped_steps"]``;
+            a skipped step's loss is neither recorded nor checked. VDVAE's stabiliser
+            (Child 2021, with ``grad_clip=200, skip_threshold=400``): one rare batch
+            with a huge gradient cannot throw a deep hierarchy out of its basin. It reads
+            the norm on the host, one synchronisation per step on a GPU. If every step
+            of an epoch is skipped, :class:`NonFiniteLossError` is raised.
 
     Under ``torchrun --nproc-per-node W`` (or any initialised process group) ``fit`` trains
     data-parallel with DistributedDataParallel, gloo on CPU and NCCL on GPU: ``batch_size``
@@ -497,6 +509,10 @@ def fit(model: torch.nn.Module, train, *, epochs: int, batch_size: int = 128, lr
     free_bits = check_float("free_bits", free_bits, min=0.0)
     seed = check_seed(seed)
     iwae_k = check_int("iwae_k", iwae_k, min=1)
+    if grad_clip is not None:
+        grad_clip = check_float("grad_clip", grad_clip, min=0.0, min_open=True)
+    if skip_threshold is not None:
+        skip_threshold = check_float("skip_threshold", skip_threshold, min=0.0, min_open=True)
     if callable(beta):
         _check_beta(beta, 0.0)
     else:
@@ -553,6 +569,7 @@ def fit(model: torch.nn.Module, train, *, epochs: int, batch_size: int = 128, lr
             "model": type(model).__name__, "likelihood": likelihood,
             "architecture": hashlib.sha256(repr(model).encode()).hexdigest()[:16],
             "data": data_id, "world_size": world.size,
+            "grad_clip": grad_clip, "skip_threshold": skip_threshold,
             # the objective, when not the book's ELBO (a custom elbo_fn changes what is trained)
             "elbo_fn": None if elbo_fn in (None, elbo) else f"{getattr(elbo_fn, '__module__', '?')}."
                                                     f"{getattr(elbo_fn, '__qualname__', type(elbo_fn).__name__)}",
@@ -567,7 +584,8 @@ def fit(model: torch.nn.Module, train, *, epochs: int, batch_size: int = 128, lr
         state = check_checkpoint(load_checkpoint(checkpoint, map_location=location), checkpoint)
         old = state["settings"]
         # checkpoints from before these keys existed: only what they recorded is compared
-        legacy = {k for k, default in (("elbo_fn", None), ("world_size", 1)) if k not in old and settings[k] == default}
+        legacy = {k for k, default in (("elbo_fn", None), ("world_size", 1), ("grad_clip", None),
+                                       ("skip_threshold", None)) if k not in old and settings[k] == default}
         differs = [k for k in sorted(set(old) | set(settings), key=str)
                    if k != "identity" and k not in legacy and old.get(k, "absent") != settings.get(k)]
         start_epoch = int(state["epoch"])
@@ -632,7 +650,7 @@ def fit(model: torch.nn.Module, train, *, epochs: int, batch_size: int = 128, lr
             # and read every 50 steps: reading each step would force a host sync that costs
             # more than a small model's step on a GPU.
             log = torch.empty(steps, 4, dtype=dtype, device=device)
-            checked = 0
+            checked = skipped = skipped_n = 0
             bar = _progress(range(steps), progress and world.is_main, desc=f"epoch {epoch + 1}/{epochs}", leave=False)
             for step in bar:
                 idx = perm[step * batch_size:(step + 1) * batch_size]
@@ -656,10 +674,21 @@ def fit(model: torch.nn.Module, train, *, epochs: int, batch_size: int = 128, lr
                     loss = loss * share
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                optimizer.step()
-                with torch.no_grad():
-                    torch.stack([loss, terms.elbo.sum(), terms.reconstruction.sum(), terms.kl.sum()],
-                                out=log[step])
+                take = True
+                if grad_clip is not None or skip_threshold is not None:
+                    # the norm before clipping (math.inf: no clipping); the gradients are
+                    # all-reduced under DDP, so every process sees the same norm and decides alike
+                    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip or math.inf)
+                    take = skip_threshold is None or float(norm) <= skip_threshold  # False for NaN too
+                if take:
+                    optimizer.step()
+                    with torch.no_grad():
+                        torch.stack([loss, terms.elbo.sum(), terms.reconstruction.sum(), terms.kl.sum()],
+                                    out=log[step])
+                else:  # VDVAE's update skipping: no step, and the batch's terms left out of the epoch's
+                    skipped += 1
+                    skipped_n += min(batch_size, n - step * batch_size)
+                    log[step].zero_()
                 if step % 50 == 49 or step == steps - 1:
                     finite = torch.isfinite(log[checked:step + 1, 0])
                     bad = step + 1 if bool(finite.all()) else checked + int((~finite).nonzero()[0, 0])
@@ -670,9 +699,16 @@ def fit(model: torch.nn.Module, train, *, epochs: int, batch_size: int = 128, lr
                             "lower the learning rate or start from a fresh model (the data were "
                             "checked: they are finite and in the likelihood's range)")
                     checked = step + 1
-            e, r, k = (distributed.all_reduce_sum(world, log[:, 1:].double().sum(0)) / n).tolist()
+            if skipped == steps:
+                raise NonFiniteLossError(
+                    f"every step of epoch {epoch + 1} was skipped (gradient norm above "
+                    f"skip_threshold={skip_threshold} or not finite); lower the learning rate, "
+                    "raise skip_threshold or start from a fresh model")
+            e, r, k = (distributed.all_reduce_sum(world, log[:, 1:].double().sum(0)) / (n - skipped_n)).tolist()
             record = {"epoch": epoch + 1, "beta": _beta_at(beta, epoch + 1),
                       "train_elbo": e, "train_reconstruction": r, "train_kl": k}
+            if skip_threshold is not None:
+                record["skipped_steps"] = skipped
             if valid is not None:
                 v = _evaluate_elbo(model, v_images, v_labels, 1024, conditional,
                                    torch.Generator(device).manual_seed(seed + 2))
