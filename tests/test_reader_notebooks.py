@@ -201,6 +201,82 @@ def test_unlabelled_numbered_blocks_take_their_number_from_their_order():
     assert out == "> **Exercise 4.1**\n>\n> First.\n\n> **Exercise 4.2**\n>\n> Second."
 
 
+# --- runnable alone (Colab) ----------------------------------------------------------------------
+
+REPO = "https://github.com/o/r"
+SHA = "0123456789abcdef0123456789abcdef01234567"
+
+
+def test_install_cells_are_pinned_to_the_commit_the_book_is_built_from():
+    import nbconventions
+
+    chapter = synthetic_notebook()
+    install = nbformat.v4.new_code_cell(nbconventions.install_source(), id="install",
+                                        metadata={"tags": ["install", "remove-cell"]})
+    chapter.cells.insert(1, install)
+    repository = nbconventions.repository_url()
+    rn.add_setup_cells(chapter, repository, SHA)
+    assert f'"vae-tutorial @ git+{repository}@{SHA}",' in chapter.cells[1].source
+    assert [c.id for c in chapter.cells][:3] == ["intro", "install", "c1"]  # nothing added
+    assert unpinned(chapter.cells[1].source) == nbconventions.install_source()
+    assert rn.pin_install(nbconventions.install_source(), repository, None) == nbconventions.install_source()
+
+
+def test_a_page_without_an_install_cell_gets_one_and_the_repositorys_files():
+    import nbconventions
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# Results", id="title"),
+                nbformat.v4.new_code_cell('RESULTS = Path("..") / "benchmarks" / "results"', id="load")]
+    repository = nbconventions.repository_url()
+    rn.add_setup_cells(nb, repository, SHA)
+    assert [c.id for c in nb.cells] == ["title", "reader-install", "reader-files", "load"]
+    install, files = nb.cells[1], nb.cells[2]
+    assert install.metadata == {"tags": ["install"], "reader_notebook": {"added": "install"}}
+    assert install.source == nbconventions.install_source().replace(
+        f'git+{repository}"', f'git+{repository}@{SHA}"')
+    assert f"{repository}/archive/{SHA}.tar.gz" in files.source
+    nbformat.validate(nb)
+
+
+def _archive(tmp_path: Path) -> Path:
+    import tarfile
+
+    tree = tmp_path / "r-0123"
+    for name in ("benchmarks/results/quality.json", "book/01_autoencoders.ipynb", "vae_tutorial/x.py"):
+        (tree / name).parent.mkdir(parents=True, exist_ok=True)
+        (tree / name).write_text("{}")
+    path = tmp_path / "r.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        tar.add(tree, arcname=tree.name)
+    return path
+
+
+def test_the_files_cell_fetches_the_results_and_runs_from_the_book_folder(tmp_path, monkeypatch, capsys):
+    source = rn.fetch_files_source(REPO, SHA)
+    monkeypatch.setenv(rn.ARCHIVE_ENV, _archive(tmp_path).as_uri())
+    (tmp_path / "colab").mkdir()
+    monkeypatch.chdir(tmp_path / "colab")  # Colab: the notebook alone, in /content
+    exec(compile(source, "files-cell", "exec"), {})  # noqa: S102  (the cell as a reader runs it)
+    fetched = tmp_path / "colab" / "vae-tutorial-files"
+    assert Path.cwd() == fetched / "book"
+    assert json.loads(Path("../benchmarks/results/quality.json").read_text()) == {}
+    assert sorted(p.name for p in Path("..", "book").glob("[0-9][0-9]_*.ipynb")) == ["01_autoencoders.ipynb"]
+    assert not (fetched / "vae_tutorial").exists()  # only the results and the chapter list
+    exec(compile(source, "files-cell", "exec"), {})  # noqa: S102  (again: the files are here)
+    assert Path.cwd() == fetched / "book"
+
+
+def test_the_files_cell_says_what_to_do_offline(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv(rn.ARCHIVE_ENV, (tmp_path / "absent.tar.gz").as_uri())
+    monkeypatch.chdir(tmp_path)
+    exec(compile(rn.fetch_files_source(REPO, None), "files-cell", "exec"), {})  # noqa: S102
+    out = capsys.readouterr().out
+    assert "could not be fetched" in out and f"clone of {REPO}" in out
+    assert Path.cwd() == tmp_path
+    assert f"{REPO}/archive/main.tar.gz" in rn.fetch_files_source(REPO, None)
+
+
 # --- a translated edition -----------------------------------------------------------------------
 
 ZH = {  # messages as Sphinx extracts them: line breaks made spaces
@@ -414,6 +490,11 @@ def reader_notebooks() -> list[Path]:
     return sorted(READER.rglob("*.ipynb"))
 
 
+def unpinned(source: str) -> str:
+    """An install cell's source without the commit the reader notebook pins it to."""
+    return re.sub(r'@[0-9a-f]{40}"', '"', source)
+
+
 @pytest.mark.browser  # needs the built book: CI runs it after the build (tests -m browser)
 def test_every_notebook_page_has_a_reader_notebook():
     found = {p.relative_to(READER).as_posix() for p in reader_notebooks()}
@@ -431,9 +512,13 @@ def test_reader_notebooks_have_no_raw_myst_the_sources_code_and_every_caption():
         for cell in nb.cells:
             if cell.cell_type == "markdown" and raw_myst(cell.source):
                 problems.append(f"{page}: raw MyST {raw_myst(cell.source)[:3]} in cell {cell.get('id')}")
-        code = [(c.get("id"), c.source, c.metadata) for c in nb.cells if c.cell_type == "code"]
+        code = [(c.get("id"), unpinned(c.source), c.metadata) for c in nb.cells
+                if c.cell_type == "code" and "added" not in c.metadata.get("reader_notebook", {})]
         if code != [(c.get("id"), c.source, c.metadata) for c in source.cells if c.cell_type == "code"]:
             problems.append(f"{page}: code cells differ from {page}.ipynb")
+        first = next((c for c in nb.cells if c.cell_type == "code"), None)
+        if first is None or "install" not in first.metadata.get("tags", []):
+            problems.append(f"{page}: its first code cell does not install vae-tutorial (Colab)")
         html = (HTML / f"{page}.html").read_text(encoding="utf-8") if (HTML / f"{page}.html").exists() else ""
         for k, cell in enumerate(nb.cells):
             figure = cell.get("metadata", {}).get("mystnb", {}).get("figure") if cell.cell_type == "code" else None
@@ -453,6 +538,40 @@ def test_reader_notebooks_have_no_raw_myst_the_sources_code_and_every_caption():
             if dashes(nb.cells) != dashes(source.cells) + captions:
                 problems.append(f"{page}: a glued value is missing (an em dash stands in for it)")
     assert not problems, "\n".join(problems)
+
+
+@pytest.mark.browser  # needs the built book: CI runs it after the build (tests -m browser)
+def test_the_results_reader_notebook_runs_alone_as_in_colab(tmp_path, monkeypatch):
+    """Colab opens the Results notebook alone, without ../benchmarks/results: its added cells
+    install nothing here (the package is importable) and fetch the repository's archive (here
+    one made from this checkout), and every table and figure of the page is drawn."""
+    import tarfile
+
+    from nbclient import NotebookClient
+
+    path = READER / "book" / "results.ipynb"
+    if not path.is_file():
+        reader_notebooks()  # skips, or fails under $VAE_TUTORIAL_BROWSER_TEST=require
+        pytest.fail(f"no {path}")
+    archive = tmp_path / "repository.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for file in [*ROOT.glob("benchmarks/results/*.json"), *ROOT.glob("book/*.ipynb")]:
+            tar.add(file, arcname=f"vae-tutorial-0123/{file.relative_to(ROOT).as_posix()}")
+    content = tmp_path / "content"
+    content.mkdir()
+    monkeypatch.setenv(rn.ARCHIVE_ENV, archive.as_uri())
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("PIP_NO_INDEX", "1")  # the install cell must not need the network
+    nb = nbformat.read(path, as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(content)}}).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    text = "".join(o.get("text", "") for o in outputs)
+    markdown = "".join(o.get("data", {}).get("text/markdown", "") for o in outputs)
+    assert "Results read from" in text
+    assert "has not been produced yet" not in markdown and "*Measured on" in markdown
+    figures = [c for c in nb.cells if c.cell_type == "code" and c.metadata.get("mystnb", {}).get("figure")]
+    images = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert len(images) == len(figures)
 
 
 ZH_READER = HTML / "zh" / rn.OUTPUT_DIR

@@ -856,6 +856,103 @@ def _caption_id(code_id: str | None, position: int) -> str:
     return f"{base}-caption"
 
 
+# ---------------------------------------------------------------------------------------------
+# Runnable where the reader runs it (Colab): the package, the repository's files, the version
+# ---------------------------------------------------------------------------------------------
+
+ARCHIVE_ENV = "VAE_TUTORIAL_REPOSITORY_ARCHIVE"  # another archive (tests, a mirror)
+
+
+def source_ref() -> str | None:
+    """The commit the book is built from, when CI says so (``$GITHUB_SHA``): the reader
+    notebooks it publishes install that commit's package, not whatever ``main`` is later."""
+    sha = __import__("os").environ.get("GITHUB_SHA", "")
+    return sha if re.fullmatch(r"[0-9a-f]{40}", sha) else None
+
+
+def pin_install(source: str, repository: str, ref: str | None) -> str:
+    """The install cell's ``git+<repository>`` spec pinned to ``ref`` (a commit)."""
+    if not ref:
+        return source
+    return source.replace(f'git+{repository}"', f'git+{repository}@{ref}"')
+
+
+def fetch_files_source(repository: str, ref: str | None) -> str:
+    """A cell for a page that reads the repository's files (Results: ``../benchmarks/results``,
+    ``../book``): where they are missing (Colab opens the notebook alone), it downloads the
+    repository's archive at ``ref`` and runs from its ``book/`` folder; offline, it says so and
+    the page shows what it shows without them."""
+    archive = f"{repository}/archive/{ref or 'main'}.tar.gz"
+    return f'''\
+# Colab: this page reads the measured results (../benchmarks/results/*.json) and the list of
+# chapters (../book) from the repository. Where they are missing, fetch them once.
+import io
+import os
+import tarfile
+import urllib.request
+from pathlib import Path
+
+if not Path("../benchmarks/results").is_dir():
+    url = os.environ.get("{ARCHIVE_ENV}", "{archive}")
+    here = Path("vae-tutorial-files").resolve()
+    try:
+        if not here.is_dir():
+            with urllib.request.urlopen(url, timeout=60) as response:
+                data = io.BytesIO(response.read())
+            with tarfile.open(fileobj=data) as tar:
+                keep = [
+                    m
+                    for m in tar.getmembers()
+                    if m.isfile()
+                    and m.name.split("/")[1:2] in (["benchmarks"], ["book"])
+                    and (m.name.endswith(".json") or m.name.endswith(".ipynb"))
+                ]
+                for m in keep:
+                    m.name = "/".join(m.name.split("/")[1:])
+                safe = {{"filter": "data"}} if hasattr(tarfile, "data_filter") else {{}}
+                tar.extractall(here, members=keep, **safe)
+        os.chdir(here / "book")
+        print("Results read from", url)
+    except (OSError, tarfile.TarError) as error:
+        print(
+            f"The measured results are not here and could not be fetched ({{error}}).",
+            f"Run this notebook from a clone of {repository} (book/results.ipynb).",
+        )'''
+
+
+def add_setup_cells(
+    nb: nbformat.NotebookNode, repository: str, ref: str | None
+) -> nbformat.NotebookNode:
+    """Make a reader notebook runnable alone: the chapters' install cell pinned to ``ref``;
+    a page without one (Results) gets it, and, if it reads the repository's files, the cell
+    of :func:`fetch_files_source`, both after its title cell. Added cells are marked
+    ``metadata.reader_notebook.added``."""
+    import nbconventions
+
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    installs = [
+        c for c in code if nbconventions.INSTALL_TAG in c.metadata.get("tags", [])
+    ]
+    for cell in installs:
+        cell.source = pin_install(cell.source, repository, ref)
+    if installs or not code:
+        return nb
+    added = [("install", pin_install(nbconventions.install_source(), repository, ref))]
+    if any("benchmarks" in c.source for c in code):
+        added.append(("files", fetch_files_source(repository, ref)))
+    first = next((k for k, c in enumerate(nb.cells) if c.cell_type == "code"), 0)
+    for offset, (kind, source) in enumerate(added):
+        cell = nbformat.v4.new_code_cell(source)
+        if nb.nbformat_minor >= 5:
+            cell.id = f"reader-{kind}"
+        else:
+            cell.pop("id", None)
+        cell.metadata["tags"] = [nbconventions.INSTALL_TAG] if kind == "install" else []
+        cell.metadata["reader_notebook"] = {"added": kind}
+        nb.cells.insert(first + offset, cell)
+    return nb
+
+
 def read_catalog(locale_dirs: list[Path], language: str, domain: str) -> dict[str, str]:
     """The translations of one page (``domain``, e.g. ``book/04_reparameterization``), as
     Sphinx reads them: the compiled ``<dir>/<language>/LC_MESSAGES/<domain>.mo`` of every
@@ -890,12 +987,20 @@ def write_reader_notebooks(
     warn: Callable[[str], None],
     language: str = "en",
     catalog: Callable[[str], dict[str, str]] | None = None,
+    repository: str | None = None,
+    ref: str | None = None,
 ) -> list[Path]:
     """Write ``outdir/<docname>.ipynb`` for every docname; returns the paths written.
 
     A translated edition passes its ``language`` and ``catalog(docname) -> {msgid: msgstr}``:
     the prose and captions are translated before the MyST is resolved; code stays the same.
+    ``repository`` (default: ``_config.yml``'s) and ``ref`` (default: :func:`source_ref`)
+    make each notebook runnable alone (:func:`add_setup_cells`).
     """
+    import nbconventions
+
+    repository = repository or nbconventions.repository_url()
+    ref = ref if ref is not None else source_ref()
     written = []
     for docname in docnames:
         source = nbformat.read(srcdir / f"{docname}.ipynb", as_version=4)
@@ -904,6 +1009,9 @@ def write_reader_notebooks(
         nb = convert_notebook(
             source, Converter(index, docname, glue, warn, language, messages)
         )
+        nb = add_setup_cells(nb, repository, ref)
+        if ref:
+            nb.metadata["reader_notebook"]["commit"] = ref
         path = outdir / f"{docname}.ipynb"
         path.parent.mkdir(parents=True, exist_ok=True)
         nbformat.write(nb, path)
