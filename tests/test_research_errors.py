@@ -400,3 +400,25 @@ def test_F62_conditional_sample_refuses_a_class_out_of_range():
 def test_W50_a_check_survives_student_code_that_calls_sys_exit():
     result = check.kl_standard_normal(lambda mu, logvar: sys.exit())
     assert not result
+
+
+# ----------------------------------------------------------------------------- PPCA
+
+def test_ppca_refuses_non_finite_parameters_and_data():
+    from vae_tutorial.ppca import LinearGaussian
+
+    w = torch.eye(4, 2, dtype=torch.float64)
+    bad = w.clone()
+    bad[0, 0] = float("nan")
+    with raises(DataError, "weight W", "NaN"):
+        LinearGaussian(bad, torch.zeros(4), 0.5)
+    with raises(DataError, "bias b", "NaN"):
+        LinearGaussian(w, torch.tensor([0.0, float("inf"), 0.0, 0.0]), 0.5)
+    model = LinearGaussian(w, torch.zeros(4), 0.5)
+    x = torch.zeros(2, 4, dtype=torch.float64)
+    x[1, 2] = float("nan")
+    with raises(DataError, "x", "NaN"):  # was a NaN log p(x) without a word
+        model.log_marginal(x)
+    with raises(DataError, "mu", "NaN"):
+        model.elbo(torch.zeros(2, 4), torch.full((2, 2), float("nan")), torch.zeros(2, 2))
+    assert bool(torch.isfinite(model.log_marginal(torch.zeros(2, 4))).all())

@@ -22,7 +22,7 @@ import math
 import torch
 from torch import Tensor
 
-from .errors import ArgumentError, ArgumentTypeError, check_int
+from .errors import ArgumentError, ArgumentTypeError, check_int, check_tensor
 from .losses import LOG_2PI, gaussian_log_likelihood, kl_standard_normal, reparameterize
 
 __all__ = ["LinearGaussian"]
@@ -47,11 +47,11 @@ class LinearGaussian:
     """
 
     def __init__(self, weight: Tensor, bias: Tensor, noise_var: float | Tensor):
-        weight = torch.as_tensor(weight)
+        weight = check_tensor("weight W", weight)  # NaN/inf refused: every exact quantity would be NaN
         if weight.dim() != 2:
             raise ArgumentError(f"weight W must be a (D, Z) matrix, got shape {tuple(weight.shape)}")
         d, z = weight.shape
-        bias = torch.as_tensor(bias, dtype=weight.dtype, device=weight.device)
+        bias = check_tensor("bias b", bias).to(weight.device, weight.dtype)
         if bias.shape != (d,):
             raise ArgumentError(f"bias b must have shape ({d},) to match W of shape {(d, z)}, "
                                 f"got {tuple(bias.shape)}")
@@ -113,7 +113,7 @@ class LinearGaussian:
                 f"σ²={self.noise_var.item():.4g}, dtype={self.weight.dtype})")
 
     def _flat(self, x: Tensor) -> Tensor:
-        x = torch.as_tensor(x, dtype=self.weight.dtype, device=self.weight.device)
+        x = check_tensor("x", x).to(self.weight.device, self.weight.dtype)
         if x.dim() == 0 or x[0].numel() != self.data_dim:
             raise ArgumentError(f"x must be (B, ...) with D = {self.data_dim} elements per example, "
                                 f"got shape {tuple(x.shape)}")
@@ -235,8 +235,8 @@ class LinearGaussian:
 
     def _q(self, mu: Tensor, logvar: Tensor, b: int) -> tuple[Tensor, Tensor]:
         dt, dev = self.weight.dtype, self.weight.device
-        mu = torch.as_tensor(mu, dtype=dt, device=dev)
-        logvar = torch.as_tensor(logvar, dtype=dt, device=dev)
+        mu = check_tensor("mu", mu).to(dev, dt)
+        logvar = check_tensor("logvar", logvar).to(dev, dt)
         want = (b, self.latent_dim)
         try:
             mu, logvar = torch.broadcast_to(mu, want), torch.broadcast_to(logvar, want)
