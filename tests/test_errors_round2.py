@@ -259,8 +259,6 @@ def test_a_path_that_cannot_be_written_is_named_before_any_work(tmp_path, where)
     assert check_writable(tmp_path / "new" / "deeper" / "ck.pt", "checkpoint") == tmp_path / "new" / "deeper" / "ck.pt"
 
 
-@pytest.mark.xfail(strict=True, reason="needs fit to call vae_tutorial.files.check_writable(checkpoint, 'checkpoint') "
-                                       "before the first epoch (train.py, being edited for DDP)")
 def test_fit_refuses_an_unwritable_checkpoint_before_training(tmp_path):  # K26
     (tmp_path / "afile").write_text("mine")
     model = _gaussian_vae(0.0)

@@ -37,7 +37,7 @@ from .errors import (
     check_seed,
     unchecked_data,
 )
-from .files import atomic_write
+from .files import atomic_write, check_writable
 from .identity import identity_differences, model_identity
 from .losses import ELBOTerms, elbo, iwae_bound
 
@@ -576,6 +576,8 @@ def fit(model: torch.nn.Module, train, *, epochs: int, batch_size: int = 128, lr
         })
         identity = settings["identity"] = model_identity(model)
         if world.is_main:  # rank 0 owns the files
+            # a checkpoint that cannot be written is refused now, not after the first epoch
+            check_writable(checkpoint, "checkpoint")
             clean_stale_temporaries(checkpoint)
 
     state = None
