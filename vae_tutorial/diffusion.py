@@ -26,12 +26,14 @@ and each diffusion term is a weighted ε-prediction error,
 from __future__ import annotations
 
 import math
+import numbers
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .errors import ArgumentError, check_float, check_int, check_memory
+from .errors import ArgumentError, ArgumentTypeError, check_float, check_int, check_memory
 from .losses import (
     ELBOTerms,
     _check_batch,
@@ -49,6 +51,12 @@ __all__ = [
 ]
 
 
+LOGSNR_LIMIT = 87.0
+"""``|λ|`` at most this: the model computes in float32, where ``σ² = sigmoid(−λ)`` and
+``α² = sigmoid(λ)`` stay normal numbers only while ``|λ| < −log(float32's smallest normal)
+≈ 87.3``; past it they underflow to 0 and the bound becomes NaN (``logsnr_max=200`` did)."""
+
+
 def log_snr_schedule(steps: int, logsnr_min: float = -6.0, logsnr_max: float = 6.0) -> Tensor:
     """The log-SNR ``λ_t`` for ``t = 0, …, T``: shape ``(T + 1,)``, float64, decreasing.
 
@@ -59,6 +67,11 @@ def log_snr_schedule(steps: int, logsnr_min: float = -6.0, logsnr_max: float = 6
     steps = check_int("T (the number of diffusion steps)", steps, min=1)
     logsnr_min = check_float("logsnr_min", logsnr_min)
     logsnr_max = check_float("logsnr_max", logsnr_max)
+    for name, value in (("logsnr_min", logsnr_min), ("logsnr_max", logsnr_max)):
+        if abs(value) > LOGSNR_LIMIT:
+            raise ArgumentError(f"{name}={value:g} is outside [-{LOGSNR_LIMIT:g}, {LOGSNR_LIMIT:g}]: in float32 "
+                                f"α² = sigmoid(λ) or σ² = sigmoid(−λ) would underflow to 0 and the bound be NaN; "
+                                f"choose |{name}| ≤ {LOGSNR_LIMIT:g} (the book uses −6 and 6)")
     if not logsnr_max > logsnr_min:
         raise ArgumentError(f"logsnr_max must exceed logsnr_min (the SNR must fall with t), "
                             f"got logsnr_min={logsnr_min}, logsnr_max={logsnr_max}")
@@ -163,9 +176,11 @@ class DiffusionModel(nn.Module):
     def __init__(self, shape=(1, 28, 28), steps: int = 50, hidden: int = 512,
                  logsnr_min: float = -6.0, logsnr_max: float = 6.0, time_features: int = 16):
         super().__init__()
-        self.shape = tuple(int(s) for s in shape)
-        if not self.shape or any(s < 1 for s in self.shape):
-            raise ArgumentError(f"shape must be a tuple of positive sizes, got {shape!r}")
+        if isinstance(shape, numbers.Integral) and not isinstance(shape, bool):
+            shape = (shape,)  # a flat image of D values, as MLPEncoder takes it
+        if isinstance(shape, (str, bytes)) or not isinstance(shape, Sequence) or len(shape) == 0:
+            raise ArgumentTypeError(f"shape must be a tuple of positive sizes such as (1, 28, 28), got {shape!r}")
+        self.shape = tuple(check_int(f"shape[{i}]", s, min=1) for i, s in enumerate(shape))
         self.steps = check_int("steps", steps, min=1)
         hidden = check_int("hidden", hidden, min=1)
         time_features = check_int("time_features", time_features, min=1)
