@@ -239,6 +239,22 @@ def test_a_page_without_an_install_cell_gets_one_and_the_repositorys_files():
     nbformat.validate(nb)
 
 
+def test_under_the_title_links_to_the_web_page_and_to_colab():
+    page = url("04_reparameterization")
+    colab = rn.colab_url(REPO, "notebooks", "zh/book/04_reparameterization.ipynb")
+    assert colab == "https://colab.research.google.com/github/o/r/blob/notebooks/zh/book/04_reparameterization.ipynb"
+    assert rn.colab_url("https://gitlab.com/o/r", "notebooks", "x.ipynb") is None
+    assert rn.colab_url(REPO, "", "x.ipynb") is None
+    nb = synthetic_notebook()
+    rn.add_links(nb, page, colab)
+    assert nb.cells[0].source == (f"# Title\n\n[This page in the web book]({page}) · [Open in Colab]({colab})\n\n"
+                                  "See {numref}`fig-ch04-variance`.")
+    nb = synthetic_notebook()
+    nb.cells[0].source = "No title."
+    rn.add_links(nb, page, None, "zh_CN")
+    assert nb.cells[0].source == f"[本页的网页版]({page})\n\nNo title."
+
+
 def _archive(tmp_path: Path) -> Path:
     import tarfile
 
@@ -516,6 +532,9 @@ def test_reader_notebooks_have_no_raw_myst_the_sources_code_and_every_caption():
                 if c.cell_type == "code" and "added" not in c.metadata.get("reader_notebook", {})]
         if code != [(c.get("id"), c.source, c.metadata) for c in source.cells if c.cell_type == "code"]:
             problems.append(f"{page}: code cells differ from {page}.ipynb")
+        colab = f"https://colab.research.google.com/github/vae-tutorial/vae-tutorial/blob/notebooks/{page}.ipynb"
+        if f"[Open in Colab]({colab})" not in nb.cells[0].source.split("\n\n")[1]:
+            problems.append(f"{page}: no link to the notebook in Colab under its title")
         first = next((c for c in nb.cells if c.cell_type == "code"), None)
         if first is None or "install" not in first.metadata.get("tags", []):
             problems.append(f"{page}: its first code cell does not install vae-tutorial (Colab)")
@@ -605,8 +624,10 @@ def test_the_chinese_reader_notebooks_are_the_english_ones_translated():
                 problems.append(f"{name}: raw MyST {raw_myst(cell.source)[:3]} in cell {cell.get('id')}")
         links = re.findall(r"\]\((https?://[^)\s]+)\)", "".join(c.source for c in zh.cells if c.cell_type == "markdown"))
         book = zh.metadata["reader_notebook"]["url"].rsplit("/book/", 1)[0]
-        if not book.endswith("/zh") or any("/book/" in u and not u.startswith(book + "/") for u in links):
+        if not book.endswith("/zh") or any("/book/" in u and "colab" not in u and not u.startswith(book + "/") for u in links):
             problems.append(f"{name}: links lead out of the Chinese web book ({book})")
+        if f"/blob/notebooks/zh/{name})" not in zh.cells[0].source:
+            problems.append(f"{name}: the Colab link under its title is not the Chinese notebook")
     assert not problems, "\n".join(problems)
 
 

@@ -227,6 +227,8 @@ WORDS = {
         "solution_to": "Solution to Exercise {number}",
         "proof": "Proof.",
         "title": " ({title})",
+        "web": "This page in the web book",
+        "colab": "Open in Colab",
         "kinds": {},
         "admonitions": {},
     },
@@ -236,6 +238,8 @@ WORDS = {
         "solution_to": "解答 练习 {number}",
         "proof": "证明。",
         "title": " （{title}）",
+        "web": "本页的网页版",
+        "colab": "在 Colab 中打开",
         "kinds": {
             "theorem": "定理",
             "definition": "定义",
@@ -953,6 +957,36 @@ def add_setup_cells(
     return nb
 
 
+COLAB = "https://colab.research.google.com/github/"
+
+
+def colab_url(repository: str, branch: str, path: str) -> str | None:
+    """Colab's address of ``path`` in ``branch`` of a GitHub ``repository`` (else None)."""
+    match = re.match(r"https://github\.com/([^/]+/[^/]+?)/?$", repository)
+    return f"{COLAB}{match.group(1)}/blob/{branch}/{path}" if match and branch else None
+
+
+def add_links(
+    nb: nbformat.NotebookNode, page_url: str, colab: str | None, language: str = "en"
+) -> nbformat.NotebookNode:
+    """A line under the notebook's title cell: its page in the web book and, for a notebook
+    downloaded or opened elsewhere, the same notebook in Colab (text links: a badge's image
+    would be fetched from the network)."""
+    words = WORDS.get(_short(language), WORDS["en"])
+    links = [f"[{words['web']}]({page_url})"]
+    if colab:
+        links.append(f"[{words['colab']}]({colab})")
+    first = next((c for c in nb.cells if c.cell_type == "markdown"), None)
+    if first is not None:
+        title, sep, rest = first.source.partition("\n")
+        if not title.startswith("# "):  # no title line: the links go first
+            title, sep, rest = "", "", first.source
+        first.source = "\n\n".join(
+            part for part in (title, " · ".join(links), rest.strip("\n")) if part
+        )
+    return nb
+
+
 def read_catalog(locale_dirs: list[Path], language: str, domain: str) -> dict[str, str]:
     """The translations of one page (``domain``, e.g. ``book/04_reparameterization``), as
     Sphinx reads them: the compiled ``<dir>/<language>/LC_MESSAGES/<domain>.mo`` of every
@@ -989,13 +1023,15 @@ def write_reader_notebooks(
     catalog: Callable[[str], dict[str, str]] | None = None,
     repository: str | None = None,
     ref: str | None = None,
+    branch: str = "notebooks",
 ) -> list[Path]:
     """Write ``outdir/<docname>.ipynb`` for every docname; returns the paths written.
 
     A translated edition passes its ``language`` and ``catalog(docname) -> {msgid: msgstr}``:
     the prose and captions are translated before the MyST is resolved; code stays the same.
     ``repository`` (default: ``_config.yml``'s) and ``ref`` (default: :func:`source_ref`)
-    make each notebook runnable alone (:func:`add_setup_cells`).
+    make each notebook runnable alone (:func:`add_setup_cells`); ``branch`` is where CI
+    publishes the reader notebooks, for the Colab link under the title (:func:`add_links`).
     """
     import nbconventions
 
@@ -1010,6 +1046,10 @@ def write_reader_notebooks(
             source, Converter(index, docname, glue, warn, language, messages)
         )
         nb = add_setup_cells(nb, repository, ref)
+        path = edition_prefix(language) + f"{docname}.ipynb"
+        nb = add_links(
+            nb, index.url(docname), colab_url(repository, branch, path), language
+        )
         if ref:
             nb.metadata["reader_notebook"]["commit"] = ref
         path = outdir / f"{docname}.ipynb"
@@ -1074,6 +1114,7 @@ def build_finished(app, exception) -> None:
         lambda message: logger.warning(message, type="reader_notebooks"),
         language,
         _catalogs(app.env),
+        branch=app.config.reader_notebooks_branch,
     )
     logger.info(
         f"reader notebooks: {len(written)} written to {Path(app.outdir) / OUTPUT_DIR}"
