@@ -311,6 +311,21 @@ def test_R30_lossless_baselines_refuses_an_empty_or_grey_set():
     assert all(np.isfinite(v) and v > 0 for v in out.values())
 
 
+@pytest.mark.parametrize("call, words", [
+    (lambda: compression.prior_bucket_centres(-1), ["latent_bits"]),
+    (lambda: compression.prior_bucket_centres(2.5), ["latent_bits"]),
+    (lambda: compression.bernoulli_frequencies(torch.zeros(4), -1), ["pixel_bits"]),
+    (lambda: compression.bernoulli_frequencies(torch.tensor([0.0, float("nan")]), 8), ["logits", "NaN"]),
+    (lambda: compression.gaussian_bucket_frequencies(np.zeros(2), np.ones(2), -2, 8), ["latent_bits"]),
+    (lambda: compression.gaussian_bucket_frequencies(np.zeros(2), np.zeros(2), 2, 8), ["sigma > 0"]),
+    (lambda: compression.gaussian_bucket_frequencies(np.zeros(2), np.ones(3), 2, 8), ["one length"]),
+    (lambda: compression.gaussian_bucket_frequencies(np.array([0.0, np.nan]), np.ones(2), 2, 8), ["mu", "NaN"]),
+])
+def test_the_coders_building_blocks_check_their_arguments(call, words):
+    with raises(VAETutorialError, *words):
+        call()
+
+
 # ----------------------------------------------------------------------------- plots
 
 @pytest.mark.parametrize("case, make", [("R53", hvae), ("R55", diffusion), ("R53b", pixel_vae)])

@@ -46,6 +46,7 @@ from .errors import (
     check_int,
     check_one_latent_vae,
     check_seed,
+    check_tensor,
 )
 
 __all__ = [
@@ -133,7 +134,7 @@ def _quantise(probs: np.ndarray, prec: int) -> np.ndarray:
 
 def prior_bucket_centres(latent_bits: int) -> np.ndarray:
     """Centres of the ``2**latent_bits`` buckets of equal mass under ``N(0, 1)``: ``Φ⁻¹((i+½)/K)``."""
-    k = 1 << latent_bits
+    k = 1 << check_int("latent_bits", latent_bits, min=1, max=16)
     u = (torch.arange(k, dtype=torch.float64) + 0.5) / k
     return torch.special.ndtri(u).numpy()
 
@@ -151,10 +152,17 @@ def gaussian_bucket_frequencies(mu: np.ndarray, sigma: np.ndarray, latent_bits: 
     Returns:
         ``(Z, K)`` int64 frequencies, each ``≥ 1``, each row summing to ``2**posterior_bits``.
     """
+    latent_bits = check_int("latent_bits", latent_bits, min=1, max=16)
+    posterior_bits = check_int("posterior_bits", posterior_bits, max=32)
     k = 1 << latent_bits
     if posterior_bits < latent_bits + 2:
         raise ArgumentError(f"posterior_bits must exceed latent_bits by at least 2, got posterior_bits="
                             f"{posterior_bits}, latent_bits={latent_bits}")
+    mu, sigma = check_tensor("mu", mu).reshape(-1), check_tensor("sigma", sigma).reshape(-1)
+    if mu.shape != sigma.shape or not bool((sigma > 0).all()):
+        raise ArgumentError(f"mu and sigma must be (Z,) vectors of one length with sigma > 0, got shapes "
+                            f"{tuple(mu.shape)} and {tuple(sigma.shape)}, smallest sigma "
+                            f"{float(sigma.min()) if sigma.numel() else 'none'}")
     edges = torch.special.ndtri(torch.arange(1, k, dtype=torch.float64) / k)       # (K−1,)
     mu = torch.as_tensor(mu, dtype=torch.float64)[:, None]
     sigma = torch.as_tensor(sigma, dtype=torch.float64)[:, None]
@@ -170,8 +178,8 @@ def bernoulli_frequencies(logits: Tensor, pixel_bits: int) -> np.ndarray:
     Args:
         logits: ``(D,)`` decoder logits of ``p_θ(x_i = 1 | z)``.
     """
-    total = 1 << pixel_bits
-    p1 = torch.sigmoid(logits.detach().double().flatten()).numpy()
+    total = 1 << check_int("pixel_bits", pixel_bits, min=2, max=32)
+    p1 = torch.sigmoid(check_tensor("logits", logits).detach().double().flatten()).cpu().numpy()
     return np.clip(np.rint(p1 * total).astype(np.int64), 1, total - 1)
 
 
