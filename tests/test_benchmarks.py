@@ -16,6 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import book_runtime  # noqa: E402
+import fit_before_after  # noqa: E402
 import quality  # noqa: E402
 import throughput  # noqa: E402
 from machine import write_result  # noqa: E402
@@ -48,6 +49,18 @@ def test_throughput_quick(tmp_path, fashion_mnist_present):
         assert loop["samples_per_s_min"] <= loop["samples_per_s"] <= loop["samples_per_s_max"]
     assert len(r["speedup_per_round"]) == r["settings"]["rounds"]
     assert r["loaded"] == (max(r["load_average_before"], r["load_average_after"]) > r["cores"])
+
+
+def test_fit_before_after_runs_two_versions_in_one_process(tmp_path, fashion_mnist_present):
+    # HEAD against itself (a clone may be shallow): the old version is imported from git's copy
+    out = tmp_path / "before_after.json"
+    assert fit_before_after.main(["--quick", "--allow-load", "--before", "HEAD", "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    _machine_ok(r["machine"])
+    assert "vae_tutorial_before" in sys.modules and sys.modules["vae_tutorial_before"].fit is not None
+    assert r["images"] == 2560 and len(r["before"]["seconds"]) == len(r["after"]["seconds"]) == 1
+    ratio = r["before"]["seconds"][0] / r["after"]["seconds"][0]
+    assert r["speed_ratio_after_over_before"]["median"] == pytest.approx(ratio, rel=1e-9)
 
 
 def test_timing_benchmarks_refuse_a_loaded_machine(tmp_path, monkeypatch, fashion_mnist_present):
