@@ -714,6 +714,29 @@ FADES = """box => ({left: box.classList.contains('vae-more-left'), right: box.cl
              mask: getComputedStyle(box).maskImage || getComputedStyle(box).webkitMaskImage})"""
 
 
+@pytest.mark.parametrize("edition", EDITIONS, ids=lambda e: e.strip("/") or "en")
+def test_a_figure_opens_at_full_size_on_a_phone(visit, edition):
+    """A phone shrinks a wide plot to a third of its size (its labels a few px high): each figure
+    is a link to its image, which opens on its own at full size, where it can be zoomed."""
+    page = edition + "book/02_elbo.html"
+    if page not in PAGES:
+        _missing(f"{page} is not built")
+    v = visit(page, SIZES["phone"])
+    pg = v.page
+    figures = pg.evaluate("""() => [...document.querySelectorAll("article img[src*='_images/']")]
+        .filter(img => !img.closest('.vae-explorer, .jupyter-widgets'))
+        .map(img => ({src: img.src, link: img.closest('a') ? img.closest('a').href : null,
+                      shown: img.getBoundingClientRect().width, natural: img.naturalWidth}))""")
+    assert figures, f"{page} shows no figure"
+    unlinked = [f["src"] for f in figures if f["link"] != f["src"]]
+    assert not unlinked, f"figures that do not open at full size: {unlinked}"
+    assert any(f["shown"] < f["natural"] for f in figures), "no figure is shrunk on a phone: nothing to test"
+    with pg.expect_navigation():
+        pg.locator("a.vae-figure-link").first.click()
+    assert pg.evaluate("() => document.contentType").startswith("image/"), pg.url
+    assert not v.errors, v.errors
+
+
 def test_cut_display_maths_fades_on_the_side_that_scrolls(visit):
     """On a phone a display formula wider than the column fades out at its cut edge(s), and
     the fades follow the reader's scrolling; one that fits is not faded."""

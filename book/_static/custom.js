@@ -100,3 +100,23 @@
     };
   });
 })();
+
+/* A figure opens at full size when tapped or clicked (A11): a phone shrinks a 1100-px plot to a
+   third, with its axis labels at 3–5 px; the image itself, opened on its own, can be zoomed.
+   Outputs and {glue:figure}s are plain <img>s (Sphinx links only images it scaled itself). */
+(function () {
+  "use strict";
+  document.addEventListener("DOMContentLoaded", function () {
+    var zh = /^zh/i.test(document.documentElement.lang || "");
+    var title = zh ? "点击以原始尺寸打开此图" : "Open this figure at full size";
+    document.querySelectorAll("article img[src*='_images/']").forEach(function (img) {
+      if (img.closest("a, .vae-explorer, .jupyter-widgets")) return;
+      var link = document.createElement("a");
+      link.href = img.getAttribute("src");
+      link.className = "vae-figure-link";
+      link.title = title;
+      img.parentNode.insertBefore(link, img);
+      link.appendChild(img);
+    });
+  });
+})();
