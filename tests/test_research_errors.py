@@ -437,3 +437,12 @@ def test_ppca_refuses_non_finite_parameters_and_data():
     with raises(DataError, "mu", "NaN"):
         model.elbo(torch.zeros(2, 4), torch.full((2, 2), float("nan")), torch.zeros(2, 2))
     assert bool(torch.isfinite(model.log_marginal(torch.zeros(2, 4))).all())
+
+
+def test_a_model_on_the_meta_device_is_refused_by_name():
+    # the meta device holds shapes, not values: a clear error, not torch's "Cannot copy out of meta tensor"
+    model = vae().to("meta")
+    with raises(ArgumentError, "meta device", "encoder"):
+        plots.plot_samples(model, n=2)
+    with raises(ArgumentError, "meta device"):
+        vt.evaluate_model(model, torch.rand(4, 1, 8, 8))

@@ -214,6 +214,10 @@ def check_finite_parameters(model, name: str = "model") -> None:
     evaluating or sampling from them would print NaN nats or blank images without a word.
     """
     for pname, p in model.named_parameters():
+        if p.is_meta:  # no values to check or compute with
+            raise ArgumentError(f"{name}'s parameter {pname!r} is on the meta device, which holds shapes but "
+                                "no values; build the model on a real device, or load its weights with "
+                                "model.to_empty(device='cpu') then load_state_dict(...)")
         if not bool(torch.isfinite(p.detach()).all()):
             bad = int((~torch.isfinite(p.detach())).sum())
             raise ArgumentError(f"{name} has {bad} non-finite (NaN or infinite) value(s) in its parameter "
