@@ -110,6 +110,7 @@ def lab(tmp_path_factory):
         JUPYTERLAB_SETTINGS_DIR=str(tmp / "settings"),
         JUPYTERLAB_WORKSPACES_DIR=str(tmp / "workspaces"),
         JUPYTER_RUNTIME_DIR=str(tmp / "runtime"),
+        JUPYTER_CONFIG_DIR=str(tmp / "config"),  # no user configuration (a password, extensions)
         PIP_NO_INDEX="1",  # the install cell, were it to run, could not reach the network
         OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "1"),
         TQDM_DISABLE="1",
