@@ -897,7 +897,10 @@ import urllib.request
 from pathlib import Path
 
 if not Path("../benchmarks/results").is_dir():
-    url = os.environ.get("{ARCHIVE_ENV}", "{archive}")
+    url = os.environ.get(
+        "{ARCHIVE_ENV}",
+        "{archive}",
+    )
     here = Path("vae-tutorial-files").resolve()
     try:
         if not here.is_dir():
