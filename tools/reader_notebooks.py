@@ -981,9 +981,9 @@ def add_links(
         links.append(f"[{words['colab']}]({colab})")
     first = next((c for c in nb.cells if c.cell_type == "markdown"), None)
     if first is not None:
-        title, sep, rest = first.source.partition("\n")
+        title, _, rest = first.source.partition("\n")
         if not title.startswith("# "):  # no title line: the links go first
-            title, sep, rest = "", "", first.source
+            title, rest = "", first.source
         first.source = "\n\n".join(
             part for part in (title, " · ".join(links), rest.strip("\n")) if part
         )
