@@ -537,6 +537,9 @@ def test_latent_explorer_decodes_without_a_kernel(visit, edition):
         "the chapter shows no kernel-free explorer (the widget's saved state instead?)"
     log = exercise_explorer(v)
     assert len(log["first"]["z"]) >= 2
+    # its labels are in the page's language
+    labels = [v.page.locator(f".vae-explorer-{b}").inner_text() for b in ("reset", "random")]
+    assert labels == (["重置", "随机 z ~ p(z)"] if edition == "zh/" else ["reset", "random z ~ p(z)"]), labels
     assert not v.blocked and not v.errors, f"blocked: {v.blocked}; errors: {v.errors}"
 
 

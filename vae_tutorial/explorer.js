@@ -6,6 +6,17 @@
   "use strict";
   if (!root || root.vaeExplorer) return; // run once per explorer
   var spec = JSON.parse(root.querySelector("script.vae-explorer-spec").textContent);
+  // The labels in the page's language (the Chinese edition's <html lang="zh-CN">).
+  var zh = /^zh/i.test(document.documentElement.lang || "");
+  var LABELS = zh ? {reset: "重置", random: "随机 z ~ p(z)", resetTitle: "回到 z0",
+                     randomTitle: "从 N(0, 1) 抽取所显示的坐标", image: "由 z = (", imageEnd: ") 解码的图像",
+                     cls: "类别", warning: "警告：本页解码 z 的结果与 PyTorch 不同（最大像素差 ",
+                     warningEnd: "），图像可能有误。"}
+                  : {reset: "reset", random: "random z ~ p(z)", resetTitle: "back to z0",
+                     randomTitle: "draw the shown coordinates from N(0, 1)", image: "image decoded from z = (",
+                     imageEnd: ")", cls: "class",
+                     warning: "Warning: this page decodes z differently from PyTorch (largest pixel difference ",
+                     warningEnd: "); the pictures may be wrong."};
 
   function bytesOf(b64) {
     var text = atob(b64), bytes = new Uint8Array(text.length);
@@ -86,8 +97,8 @@
       picture.data[4 * i + 3] = 255;
     }
     ctx.putImageData(picture, 0, 0);
-    canvas.setAttribute("aria-label", "image decoded from z = (" +
-      z.map(function (v) { return v.toFixed(2); }).join(", ") + ")");
+    canvas.setAttribute("aria-label", LABELS.image +
+      z.map(function (v) { return v.toFixed(2); }).join(", ") + LABELS.imageEnd);
   }
 
   var sliders = [], readouts = [];
@@ -134,7 +145,7 @@
   var controls = el("div", "vae-explorer-controls");
   if (spec.classes) {
     var menu = el("select", "vae-explorer-class");
-    menu.setAttribute("aria-label", "class");
+    menu.setAttribute("aria-label", LABELS.cls);
     spec.classes.forEach(function (name, c) {
       var option = el("option", null, name);
       option.value = c;
@@ -142,13 +153,14 @@
     });
     menu.value = y;
     menu.addEventListener("change", function () { y = parseInt(menu.value, 10); draw(); });
-    controls.appendChild(el("span", "vae-explorer-name", "class"));
+    controls.appendChild(el("span", "vae-explorer-name", LABELS.cls));
     controls.appendChild(menu);
   }
-  var resetButton = el("button", "vae-explorer-reset", "reset"), randomButton = el("button", "vae-explorer-random", "random z ~ p(z)");
+  var resetButton = el("button", "vae-explorer-reset", LABELS.reset),
+      randomButton = el("button", "vae-explorer-random", LABELS.random);
   resetButton.type = randomButton.type = "button";
-  resetButton.title = "back to z0";
-  randomButton.title = "draw the shown coordinates from N(0, 1)";
+  resetButton.title = LABELS.resetTitle;
+  randomButton.title = LABELS.randomTitle;
   function reset() { setCode(z0); }
   function randomize() {
     var values = [];
@@ -171,8 +183,7 @@
   var expected = floatsOf(spec.check.mean, "float32"), worst = 0;
   for (i = 0; i < expected.length; i++) worst = Math.max(worst, Math.abs(expected[i] - pixels[i]));
   if (!(worst <= spec.check.tolerance)) {
-    note.textContent = "Warning: this page decodes z differently from PyTorch (largest pixel difference " +
-      worst.toExponential(1) + "); the pictures may be wrong.";
+    note.textContent = LABELS.warning + worst.toExponential(1) + LABELS.warningEnd;
     note.classList.add("vae-explorer-warning");
   }
 
