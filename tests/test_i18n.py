@@ -528,6 +528,7 @@ def _tiny_book(root: Path) -> None:
     po = polib.POFile()
     po.metadata = {"Content-Type": "text/plain; charset=UTF-8", "Language": LANGUAGE}
     for msgid, msgstr in [("The trick", "技巧"), ("A line that rises.", "一条上升的直线。"),
+                          ("A rising line", "一条上升的线"),
                           ("The value is {glue:text}`x:.2f` nats ({glue:text}`x` unformatted).",
                            "其值为 {glue:text}`x:.2f` nats（未格式化：{glue:text}`x`）。"),
                           ("See {eq}`eq-elbo`.", "见 {eq}`eq-elbo`。"),
@@ -570,7 +571,10 @@ def test_a_translated_notebook_page(tmp_path):
     warnings = io.StringIO()
     pot = _sphinx(tmp_path, "gettext", "en", warnings) / "page.pot"
     msgids = {e.msgid for e in polib.pofile(str(pot))}
+    # (the figure's alt text too, which myst-nb's choice of an output format for the gettext
+    # builder, text/plain, used to drop)
     assert msgids == {"The trick", "The value is {glue:text}`x:.2f` nats ({glue:text}`x` unformatted).", "A line that rises.",
+                      "A rising line",
                       "Left in English.", "See {eq}`eq-elbo`.", *DISPLAY_MATHS_ZH}
     warnings = io.StringIO()
     html = (_sphinx(tmp_path, "html", LANGUAGE, warnings) / "page.html").read_text(encoding="utf-8")
@@ -578,6 +582,7 @@ def test_a_translated_notebook_page(tmp_path):
     # a key without a format too (myst-nb splits "path::key" at its last colon)
     assert "未格式化：<span class=\"pasted-text\">3.14159</span>" in html
     assert "一条上升的直线。" in html and "<h1>技巧" in html
+    assert 'alt="一条上升的线"' in html and "A rising line" not in html
     assert re.search(r'<html[^>]* lang="zh-CN"', html)
     assert "bits/dim" in html  # the output, as it is
     log = warnings.getvalue()

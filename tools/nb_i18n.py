@@ -20,6 +20,15 @@ page is a message, in both the gettext extraction and the translated build:
   glue data, so the role would fail with "No key found". In translated text of a notebook
   the role becomes a reference to the same page's glue cache, which myst-nb resolves later
   (``jupyter_execute/<doc>.glue.json``): the same number, formatted the same way.
+* **Alt text is a message.** A figure's alt text (``mystnb: image: alt:`` in a cell's
+  metadata) is prose, read by screen readers and shown when the image does not load. myst-nb
+  puts the image in a *mime bundle* of all the output's formats and picks one per builder in
+  a post-transform; the gettext builder picks ``text/plain``, so the image and its alt text
+  were gone before the catalog was written. `ExposeAltText` copies each alt-text image out of
+  its bundle for the gettext builder; in a translated build Sphinx's Locale translates the
+  alt text while the image is still in its bundle, and `CheckTranslated` checks it like any
+  other message. (``gettext_additional_targets: [image]`` is not used: it would also make
+  every output image's URI, a hash of its pixels, a message.)
 * **Every message is translated.** In a build whose language is not English, each message
   of each page is looked up in its catalog before Sphinx translates it. A message with no
   translation (missing, empty or fuzzy) is a warning, ``untranslated message``, so the
@@ -50,6 +59,7 @@ from docutils import nodes
 from sphinx import addnodes
 from sphinx.locale import init as init_locale
 from sphinx.transforms import SphinxTransform
+from sphinx.transforms.post_transforms import SphinxPostTransform
 from sphinx.util import logging
 from sphinx.util.i18n import docname_to_domain
 from sphinx.util.nodes import LITERAL_TYPE_NODES, extract_messages
@@ -172,13 +182,12 @@ class CheckTranslated(SphinxTransform):
             return
         self.env.__dict__.setdefault("nb_i18n_messages", {})[self.env.docname] = []
         translations = _catalog(self)
-        images = "image" in self.config.gettext_additional_targets
         literals = []
         for node, msgid in list(extract_messages(self.document)):
             if isinstance(node, addnodes.toctree) or not msgid.strip():
                 continue  # toctrees: TranslateToctrees
-            if isinstance(node, nodes.image) and not images:
-                continue  # alt text is a message only with gettext_additional_targets: [image]
+            if isinstance(node, nodes.image) and msgid != node.get("alt"):
+                continue  # an image's URI (gettext_additional_targets: [image]) is not prose
             if _in_substitution_definition(node):
                 continue  # as the gettext builder
             if is_generated_label(msgid):
@@ -188,6 +197,36 @@ class CheckTranslated(SphinxTransform):
                 literals.append((node, msgstr))
         for node, msgstr in literals:
             translate_literal(node, msgstr)
+
+
+class ExposeAltText(SphinxPostTransform):
+    """For the gettext builder: a copy of every alt-text image of a cell output, outside its
+    mime bundle, so that its alt text is extracted (see the module).
+
+    myst-nb's ``SelectMimeType`` (priority 4) replaces a bundle by the builder's preferred
+    format, ``text/plain`` for gettext, which drops the image; the copy is not in a bundle
+    and stays, with the original's uid, source and line (the catalog's location comment).
+    """
+
+    default_priority = 3
+    builders = ("gettext",)
+
+    def run(self, **kwargs) -> None:
+        for bundle in list(self.document.findall(
+            lambda n: isinstance(n, nodes.container) and n.get("nb_element") == "mime_bundle"
+        )):
+            copies = []
+            for image in bundle.findall(nodes.image):
+                if not image.get("alt"):
+                    continue
+                copy = nodes.image(uri=image["uri"], alt=image["alt"])
+                copy.source, copy.line = image.source or bundle.source, image.line or bundle.line
+                if hasattr(image, "uid"):
+                    copy.uid = image.uid
+                copies.append(copy)
+            if copies and bundle.parent is not None:
+                index = bundle.parent.index(bundle)
+                bundle.parent[index + 1:index + 1] = copies
 
 
 class TranslateToctrees(SphinxTransform):
@@ -280,6 +319,7 @@ def setup(app):
     app.add_transform(MarkUntranslatable)
     app.add_transform(CheckTranslated)
     app.add_transform(TranslateToctrees)
+    app.add_post_transform(ExposeAltText)
     app.connect("config-inited", _add_language_tag)
     app.connect("env-purge-doc", _purge)
     app.connect("env-merge-info", _merge)
@@ -287,6 +327,6 @@ def setup(app):
     app.connect("html-page-context", _html_lang)
     app.connect("config-inited", _wrap_glue_role)
     # env_version: Sphinx reads every page again when it changes; raise it whenever a change
-    # here changes the doctrees (2: display maths translated as it is), or an incremental
-    # build keeps the pages read with the old code
-    return {"parallel_read_safe": True, "parallel_write_safe": True, "env_version": 2}
+    # here changes the doctrees (2: display maths translated as it is; 3: alt text checked), or
+    # an incremental build keeps the pages read with the old code
+    return {"parallel_read_safe": True, "parallel_write_safe": True, "env_version": 3}
