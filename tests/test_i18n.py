@@ -183,6 +183,27 @@ FORBIDDEN = {
     "摊销推理": "摊销推断", "摊还推断": "摊销推断", "标准误差": "标准误",
     "KL散度": "KL 散度",
     "隐空间浏览器": "隐空间探索器", "交互式浏览器": "探索器",
+    # the editor's review of 2026-12-07 (D04-D25, D29)
+    "英文原文": "英文版", "批次": "批量", "可分解": "因子化", "两级": "两层",
+    "幅图像": "张图像", "幅测试图像": "张图像", "摊付": "分摊", "路径导数梯度": "路径梯度",
+    "高斯，学习 σ": "高斯，可学习 σ", "码率–失真": "率失真", "码率-失真": "率失真",
+    "正确地理解变分自编码器": "变分自编码器：正确的推导与实现", "GPU 轮": "轮",
+    "什么都不是": "不构成概率模型", "梯度更清晰": "信噪比", "梯度更模糊": "信噪比",
+    "nats/图像": "每张图像", "每图像": "每张图像", "n/a": "不适用", "零之外": "与零的距离",
+    "挂钟时间": "墙钟时间",
+}
+# calques that a fixed string cannot catch: pattern -> what the glossary says instead
+FORBIDDEN_PATTERNS = {
+    r"百万个": "以万计（490 万个参数）",  # (the number itself may be maths: $\approx 4.9$ 百万个)
+    r"小 ?(\{glue:text\}|[\d.,]+)\S* ?倍": "只有……的 1/N",
+    r"\d+ ?个(较短的)?轮": "N 轮",
+    r"\d+ 位有效数字": "尾数（有效位）",
+}
+# Chinese typography in the catalogs as written (code and roles included): pattern -> fix
+TYPOGRAPHY = {
+    r"`, (?=`|\{)": "、 between listed code spans or roles",
+    r"` \(`": "full-width parentheses （） around code in Chinese text",
+    r"(`|\d) %": "no space before %",
 }
 
 
@@ -194,7 +215,45 @@ def test_terminology_is_consistent(path):
         text = _MATHS.sub("", _CODE.sub("", text))
         bad += [f"{variant} -> {term}: {entry.msgstr[:40]!r}"
                 for variant, term in FORBIDDEN.items() if variant in text]
+        bad += [f"{pattern} -> {term}: {entry.msgstr[:40]!r}"
+                for pattern, term in FORBIDDEN_PATTERNS.items() if re.search(pattern, text)]
+        quoted_out = re.sub(r"「[^」]*」", "", entry.msgstr)
+        bad += [f"{pattern}: {fix}: {entry.msgstr[:40]!r}"
+                for pattern, fix in TYPOGRAPHY.items() if re.search(pattern, quoted_out)]
     assert not bad, f"{path.name}: " + "\n".join(bad[:10])
+
+
+def test_the_glossary_rejects_the_reviewed_variants():
+    """Each variant the review named fails the terminology check (so none comes back)."""
+    def rejected(msgstr: str) -> bool:
+        text = _MATHS.sub("", _CODE.sub("", re.sub(r"「[^」]*」", "", msgstr)))
+        return (any(v in text for v in FORBIDDEN) or any(re.search(p, text) for p in FORBIDDEN_PATTERNS)
+                or any(re.search(p, re.sub(r"「[^」]*」", "", msgstr)) for p in TYPOGRAPHY))
+    for variant in ["交互式浏览器", "在批次上取平均", "后验近似可分解", "两级 MLP HVAE", "12,000 幅图像",
+                    "能够摊付一次性的启动成本", "（路径导数梯度）", "高斯，学习 σ", "码率–失真权衡",
+                    "正确地理解变分自编码器", "需要 $a\\approx 4.9$ 百万个参数", "最多 2,000 个 GPU 轮",
+                    "方差都小 {glue:text}`r:.0f` 倍", "每次训练 5 个较短的轮（epoch）", "什么都不是（未归一化）",
+                    "使解码器的梯度更清晰", "高出 1 nats/图像", "每图像 nats 数", "n/a", "保持英文原文",
+                    "都不到零之外三个标准误", "8 位有效数字（存储 7 位）", "墙上的挂钟时间",
+                    "{doc}`04_reparameterization`, {doc}`07_beta`", "`ArgumentError` (`ValueError`)",
+                    "{glue:text}`x:.0f` % 的"]:
+        assert rejected(variant), variant
+    for fine in ["在批量上取平均", "两层 MLP HVAE", "方差只有 1/{glue:text}`r:.0f`", "训练 5 轮（epoch）",
+                 "10% 的", "小了 e 的这么多次方倍", "「`a, b`」", "两到三位十进制有效数字",
+                 "原文（本书勘误的那篇文章）"]:
+        assert not rejected(fine), fine
+
+
+@pytest.mark.parametrize("path", [p for p in CATALOGS if p.stem != "intro"], ids=_catalog_id)
+def test_the_source_article_is_named_at_its_first_use(path):
+    """原文 means only the criticised article: in each chapter its first use says so (review
+    D04: a reader who starts at chapter 5 would take it for the English original)."""
+    for entry in _entries(path):
+        text = re.sub(r"「[^」]*」", "", entry.msgstr)
+        if "原文" in text:
+            assert "原文（本书勘误的那篇文章）" in text.split("原文", 1)[0] + "原文" + text.split("原文", 1)[1][:13], \
+                f"{path.name}: the first 原文 is not glossed: {entry.msgstr[:60]!r}"
+            return
 
 
 def test_the_forbidden_variants_are_not_terms():
@@ -268,9 +327,12 @@ def test_zh_config_is_the_english_one_plus_the_overrides():
     for key in english:
         if key not in ("title", "author", "sphinx"):
             assert zh[key] == english[key], key
+    # what the Chinese edition says in Chinese: the link back, the citations' joining words
     for key, value in english["sphinx"]["config"].items():
-        if key not in ("language_switch",):
+        if key not in ("language_switch", "bibtex_reference_style"):
             assert zh["sphinx"]["config"][key] == value, key
+    assert zh["sphinx"]["config"]["bibtex_reference_style"] == "author_year_zh"
+    assert "{type}" not in zh["sphinx"]["config"]["nb_code_prompt_show"]  # it would say "source"
     assert zh["sphinx"]["extra_extensions"] == english["sphinx"]["extra_extensions"]
     for name, path in zh["sphinx"]["local_extensions"].items():
         assert (Path(path) / f"{name}.py").is_file()

@@ -43,6 +43,18 @@ page is a message, in both the gettext extraction and the translated build:
   ``\[::\]``. Here the translation replaces the node's text directly before Locale runs
   (label, number and environment unchanged), and the node is marked translated, so Locale
   leaves it alone. Untranslated display maths (msgstr == msgid) is unaffected either way.
+* **The theme's words.** The theme's own catalogs lack some strings ("Color mode", "System
+  Settings", "Repository", "Open issue") and translate others as the English ("© Copyright
+  …"). ``locales/<lang>/LC_MESSAGES/sphinx.po`` (Sphinx's domain, which
+  pydata-sphinx-theme's templates use) is found through ``locale_dirs`` and comes before
+  every other catalog of that domain; ``booktheme.po`` (sphinx-book-theme's buttons) is
+  compiled here and registered as that domain's catalog (`UI_CATALOGS`). The search field's
+  placeholder, which Jupyter Book sets in English (``search_bar_text``), is translated with
+  it.
+* **Author–year citations in the page's language.** ``bibtex_reference_style:
+  author_year_zh`` is sphinxcontrib-bibtex's ``author_year`` with Chinese joining words:
+  「Sønderby 等 [2016]」 and 「Kingma 和 Welling [2014]」 instead of *et al.* and *and*
+  (`AuthorYearChinese`). The bibliography's entries stay as they are.
 * **The page's language.** Sphinx writes ``<html lang="zh_CN">``; HTML wants a BCP 47 tag,
   ``zh-CN``. A tag ``language_<lang>`` (e.g. ``language_zh_CN``) is set for ``{only}``
   blocks that one edition alone shows.
@@ -276,6 +288,59 @@ def _write_messages(app, exception) -> None:
     )
 
 
+#: Catalogs of the theme's words, beside the pages' catalogs: sphinx.po is Sphinx's own
+#: domain, found through locale_dirs; the others are compiled and registered here.
+UI_CATALOGS = ("sphinx", "booktheme")
+SEARCH_BAR_TEXT = "Search this book..."  # Jupyter Book's html_theme_options default
+
+
+def _theme_catalogs(app, config) -> None:
+    """Register ``locales/<lang>/LC_MESSAGES/booktheme.po`` (compiled to .mo beside it) and
+    translate Jupyter Book's search placeholder (see the module)."""
+    if not _translating(config):
+        return
+    from sphinx.locale import get_translation
+    from sphinx.util.i18n import CatalogInfo
+
+    for locale_dir in config.locale_dirs:
+        base = Path(app.srcdir, locale_dir)
+        for domain in UI_CATALOGS:
+            if domain == "sphinx":
+                continue  # Sphinx compiles and loads it from locale_dirs, first
+            folder = base / config.language / "LC_MESSAGES"
+            if (folder / f"{domain}.po").is_file():
+                info = CatalogInfo(str(folder), domain, "utf-8")
+                if info.is_outdated():
+                    info.write_mo(config.language)
+                app.add_message_catalog(domain, str(base))
+    options = config.html_theme_options
+    if options.get("search_bar_text") == SEARCH_BAR_TEXT:
+        options["search_bar_text"] = get_translation("booktheme")(SEARCH_BAR_TEXT)
+
+
+def _register_citation_styles() -> None:
+    """``author_year_zh``: sphinxcontrib-bibtex's author–year citations joined in Chinese."""
+    try:
+        from dataclasses import dataclass, field
+
+        from pybtex.richtext import Text
+        from sphinxcontrib.bibtex.plugin import register_plugin
+        from sphinxcontrib.bibtex.style.referencing import PersonStyle
+        from sphinxcontrib.bibtex.style.referencing.author_year import AuthorYearReferenceStyle
+    except ImportError:  # sphinxcontrib-bibtex not installed: nothing to register
+        return
+
+    def chinese_persons() -> PersonStyle:
+        return PersonStyle(sep="、", sep2=" 和 ", last_sep=" 和 ", other=Text(" 等"))
+
+    @dataclass
+    class AuthorYearChinese(AuthorYearReferenceStyle):
+        person: PersonStyle = field(default_factory=chinese_persons)
+
+    register_plugin("sphinxcontrib.bibtex.style.referencing", "author_year_zh", AuthorYearChinese,
+                    force=True)
+
+
 def _add_language_tag(app, config) -> None:
     app.tags.add(f"language_{config.language or 'en'}")
 
@@ -316,6 +381,7 @@ def _wrap_glue_role(app, config) -> None:
 
 
 def setup(app):
+    _register_citation_styles()
     app.add_transform(MarkUntranslatable)
     app.add_transform(CheckTranslated)
     app.add_transform(TranslateToctrees)
@@ -326,6 +392,7 @@ def setup(app):
     app.connect("build-finished", _write_messages)
     app.connect("html-page-context", _html_lang)
     app.connect("config-inited", _wrap_glue_role)
+    app.connect("config-inited", _theme_catalogs)
     # env_version: Sphinx reads every page again when it changes; raise it whenever a change
     # here changes the doctrees (2: display maths translated as it is; 3: alt text checked), or
     # an incremental build keeps the pages read with the old code
