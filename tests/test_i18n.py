@@ -690,3 +690,97 @@ def test_translated_display_maths(tmp_path):
     assert warnings.getvalue().count("untranslated message (page.po)") == 1, warnings.getvalue()
     recorded = json.loads((tmp_path / "_build" / "i18n-messages.json").read_text(encoding="utf-8"))
     assert set(DISPLAY_MATHS_ZH) <= set(recorded["messages"]["page"])
+
+
+# ---------------------------------------------------------------- English left on Chinese pages
+
+# Latin-letter words a Chinese page may show outside code, outputs, figures, docstrings and
+# the bibliography, reviewed one by one: names (people, models, libraries, data sets, places),
+# units and abbreviations that Chinese technical writing keeps, English glosses that the
+# glossary puts in parentheses at a term's first use, and identifiers that appear in prose
+# without code markup. Anything else is English that a Chinese reader should not meet.
+ENGLISH_ALLOWED = {
+    # the link to the English edition, and the gloss of the edition note
+    "English", "d2l-zh",
+    # people (citations and prose)
+    "Kingma", "Welling", "Rezende", "Mohamed", "Wierstra", "Burda", "Grosse", "Salakhutdinov",
+    "Sønderby", "Cremer", "Higgins", "Bowman", "Alemi", "Hoffman", "Johnson", "Tipping", "Bishop",
+    "Townsend", "Hinton", "Frey", "Kingma", "Child", "Vahdat", "Kautz", "Norouzi", "Rybkin",
+    "Loaiza-Ganem", "Cunningham", "Odena", "Xiao", "LeCun", "Clanuwat", "Sohn", "Gulrajani",
+    "Chen", "Oord", "van", "den", "Ho", "Jain", "Abbeel", "Kingma", "Salimans", "Theis", "Lucas",
+    "Razavi", "Zhao", "Shu", "Dai", "Wipf", "Rolfe", "Jensen", "Bernoulli", "Gauss", "Markov",
+    "Lagrange", "Shannon", "Huffman", "Duda", "Williams", "Glynn", "Paisley", "Ranganath",
+    "Blei", "Jordan", "Wainwright", "Mnih", "Gregor", "Ladder", "Exemplar",
+    # models, methods and data sets
+    "VAE", "VAEs", "HVAE", "CVAE", "IWAE", "PCA", "MLP", "ELBO", "KL", "NLL", "SE", "SNR", "ANS",
+    "BB-ANS", "NVAE", "PixelCNN", "PixelVAE", "PixelSNAIL", "Fashion-MNIST", "MNIST", "KMNIST",
+    "REINFORCE", "Adam", "GAN", "GANs", "RealNVP", "GPT", "ReLU", "PNG", "LSTM", "MCMC", "EM",
+    "CDF", "ICLR", "ICML", "NeurIPS", "slerp", "lerp", "logit", "logits", "nats", "nat", "bits",
+    "bit", "bits-back", "free", "epoch", "epochs", "mass-covering", "rate", "distortion",
+    "one-hot", "argmax", "softmax", "sigmoid", "tanh", "bfloat16", "float32", "float16",
+    "float64", "autocast", "docstring", "delta", "Inception",
+    # software, services and hardware
+    "PyTorch", "NumPy", "SciPy", "TensorFlow", "Keras", "Python", "Jupyter", "JupyterLab",
+    "Colab", "Binder", "GitHub", "Debian", "Ubuntu", "pip", "CUDA", "GPU", "GPUs", "CPU", "CPUs",
+    "AMD", "EPYC", "Intel", "Apple", "MPS", "BLAS", "OpenMP", "Chromium", "MathJax",
+    "scikit-learn", "matplotlib", "ipywidgets", "zlib", "gzip", "bz2", "lzma", "PDF", "HTML",
+    "JSON", "SHA-256", "URL", "API", "CI", "FLOPs", "MFLOPs", "jieba",
+    # units
+    "MB", "GB", "KB", "s", "ms", "min", "dim", "R²",
+}
+
+
+def visible_english_words(html: str) -> list[str]:
+    """The Latin-letter words of a built page that a reader sees, outside code (cells and
+    inline), cell outputs, figures, maths, the API's object descriptions and the bibliography."""
+    bs4 = pytest.importorskip("bs4")
+    soup = bs4.BeautifulSoup(html, "html.parser")
+    body = soup.body or soup
+    selectors = [
+        "script", "style", "noscript", "template", "pre", "code", "kbd", "img", "svg",
+        "div.cell_input", "div.cell_output", "div.output", "div.highlight", "figure img",
+        ".math", "mjx-container", "dl.py", "div.citation", "div.citation-list",
+        "div.bibliography", ".headerlink", "span.pre",
+    ]
+    for tag in body.select(", ".join(selectors)):
+        if not tag.decomposed:
+            tag.decompose()
+    text = body.get_text(" ")
+    text = re.sub(r"\\\(.*?\\\)|\\\[.*?\\\]|\$\$.*?\$\$", " ", text, flags=re.S)  # untypeset maths
+    words = re.findall(r"[A-Za-zÀ-ÿØø][A-Za-zÀ-ÿØø0-9²'’-]*[A-Za-z0-9²]|[A-Za-z]", text)
+    # one letter (a variable: T 恤, k, x) is not a word
+    return [w for w in words if len(w) > 1 and w not in ENGLISH_ALLOWED]
+
+
+def test_visible_english_words_are_found():
+    page = ("<html><body><p>编码器 Encoder 的 <code>model.fit</code> 和 Kingma 等</p>"
+            "<div class='cell_output'><pre>loss 1.0</pre></div><p>见 nats 与 \\(x\\)</p>"
+            "<dl class='py function'><dd>Per-example terms</dd></dl>"
+            "<div class='citation'>An English reference</div></body></html>")
+    assert visible_english_words(page) == ["Encoder"]
+
+
+def english_words_per_page(html_root: Path) -> dict[str, list[str]]:
+    return {_catalog_id(p): visible_english_words((html_root / f"{_catalog_id(p)}.html").read_text(encoding="utf-8"))
+            for p in CATALOGS if (html_root / f"{_catalog_id(p)}.html").is_file()}
+
+
+def test_chinese_pages_show_no_english_words():
+    """Outside code, outputs, figures, maths, docstrings and the bibliography, a Chinese page
+    shows no English word but those of `ENGLISH_ALLOWED` (review: "Click to show", "Color
+    mode", "Repository", "et al." and the like)."""
+    html = ROOT / "_build" / "html" / LANGUAGE.split("_")[0]
+    if not (html / "book" / "intro.html").is_file():
+        if REQUIRE:
+            pytest.fail(f"no Chinese build in {html}: run python tools/build_books.py zh")
+        pytest.skip("no Chinese build (python tools/build_books.py zh)")
+    found = {page: words for page, words in english_words_per_page(html).items() if words}
+    assert not found, "\n".join(f"{page}: {len(words)} English words, e.g. {sorted(set(words))[:12]}"
+                                for page, words in found.items())
+
+
+if __name__ == "__main__":  # python tests/test_i18n.py: the count per page, for a report
+    counts = english_words_per_page(ROOT / "_build" / "html" / "zh")
+    for page, words in counts.items():
+        print(f"{page:28} {len(words):5}  {' '.join(sorted(set(words)))[:150]}")
+    print(f"{'total':28} {sum(map(len, counts.values())):5}")
