@@ -371,7 +371,7 @@ def test_outputs_and_docstrings_are_not_messages():
     transform = nb_i18n.MarkUntranslatable(doc)
     transform.apply()
     assert printed["translatable"] is False and field["translatable"] is False
-    assert docstring["translatable"] is False
+    assert docstring["translatable"] is False and "docstring" in docstring["classes"]
     assert "translatable" not in caption and "translatable" not in prose
 
 
@@ -725,9 +725,29 @@ ENGLISH_ALLOWED = {
     "AMD", "EPYC", "Intel", "Apple", "MPS", "BLAS", "OpenMP", "Chromium", "MathJax",
     "scikit-learn", "matplotlib", "ipywidgets", "zlib", "gzip", "bz2", "lzma", "PDF", "HTML",
     "JSON", "SHA-256", "URL", "API", "CI", "FLOPs", "MFLOPs", "jieba",
-    # units
-    "MB", "GB", "KB", "s", "ms", "min", "dim", "R²",
+    # units and file types (the download menu: .ipynb, .md, .pdf)
+    "MB", "GB", "KB", "KiB", "s", "ms", "min", "dim", "R²", "ipynb", "md", "pdf",
+    # more people cited or named in the prose (often with 等)
+    "Baldi", "Hornik", "Kullback", "Leibler", "Larochelle", "Murray", "Locatello", "Rainforth",
+    "Shoemake", "White", "Agakov", "Barber", "Flamich", "Havasi", "Gamal", "El", "Li", "Ruan",
+    "Camp", "Sohl-Dickstein", "Duvenaud",
+    # more models, data sets, algorithms and formats
+    "CIFAR-10", "ImageNet", "U-Net", "VQ-VAE", "VDM", "L-BFGS", "L2", "BCE", "rANS", "IDX",
+    "FLOP", "NaN", "inf", "cpu", "UvA", "Google", "vae-tutorial", "torchvision",
+    # glosses of terms at their first use (the glossary keeps the English in parentheses)
+    "two-part", "code", "teacher", "forcing", "variance-preserving",
+    # identifiers and interface names that the prose quotes as they are: Python's assert,
+    # a signal and a key, stderr, Colab's menu (Runtime → Change runtime type), pytorch.org
+    # and pytorch/examples, and the latent explorer's buttons ("random", "reset"), which are
+    # the widget's own labels
+    "assert", "SIGTERM", "Ctrl-C", "stderr", "Runtime", "Change", "runtime", "type", "pytorch",
+    "org", "examples", "random", "reset",
+    # the results page's table shows "not measured" for a chapter without a time; the prose
+    # quotes it
+    "not", "measured",
 }
+# words of these shapes are labels, not English: errata E1–E14, numbers such as 1e-12
+ENGLISH_ALLOWED_PATTERN = re.compile(r"E\d+|e-\d+")
 
 
 def visible_english_words(html: str) -> list[str]:
@@ -740,23 +760,26 @@ def visible_english_words(html: str) -> list[str]:
         "script", "style", "noscript", "template", "pre", "code", "kbd", "img", "svg",
         "div.cell_input", "div.cell_output", "div.output", "div.highlight", "figure img",
         ".math", "mjx-container", "dl.py", "div.citation", "div.citation-list",
-        "div.bibliography", ".headerlink", "span.pre",
+        "div.bibliography", ".headerlink", "span.pre", ".docstring",
     ]
     for tag in body.select(", ".join(selectors)):
         if not tag.decomposed:
             tag.decompose()
     text = body.get_text(" ")
     text = re.sub(r"\\\(.*?\\\)|\\\[.*?\\\]|\$\$.*?\$\$", " ", text, flags=re.S)  # untypeset maths
-    words = re.findall(r"[A-Za-zÀ-ÿØø][A-Za-zÀ-ÿØø0-9²'’-]*[A-Za-z0-9²]|[A-Za-z]", text)
+    letters = "A-Za-zÀ-ÖØ-öø-ÿ"  # (not × or ÷)
+    words = re.findall(rf"[{letters}][{letters}0-9²'’-]*[{letters}0-9²]|[{letters}]", text)
     # one letter (a variable: T 恤, k, x) is not a word
-    return [w for w in words if len(w) > 1 and w not in ENGLISH_ALLOWED]
+    return [w for w in words if len(w) > 1 and w not in ENGLISH_ALLOWED
+            and not ENGLISH_ALLOWED_PATTERN.fullmatch(w)]
 
 
 def test_visible_english_words_are_found():
     page = ("<html><body><p>编码器 Encoder 的 <code>model.fit</code> 和 Kingma 等</p>"
             "<div class='cell_output'><pre>loss 1.0</pre></div><p>见 nats 与 \\(x\\)</p>"
             "<dl class='py function'><dd>Per-example terms</dd></dl>"
-            "<div class='citation'>An English reference</div></body></html>")
+            "<div class='citation'>An English reference</div><p class='docstring'>Returns x</p>"
+            "<p>勘误 E13，×28，1e-12，Sønderby 等</p></body></html>")
     assert visible_english_words(page) == ["Encoder"]
 
 

@@ -131,6 +131,9 @@ class MarkUntranslatable(SphinxTransform):
         for node in self.document.findall(nodes.TextElement):
             if _is_docstring(node):
                 node["translatable"] = False
+                # (and says so in the HTML: tests/test_i18n.py counts English words outside it)
+                if isinstance(node, (nodes.paragraph, nodes.title, nodes.rubric)):
+                    node["classes"] = [*node.get("classes", []), "docstring"]
         # an object's description (signature, docstring, and field names such as
         # "Parameters", which Sphinx's own catalog already translates)
         for desc in self.document.findall(addnodes.desc):
@@ -394,6 +397,7 @@ def setup(app):
     app.connect("config-inited", _wrap_glue_role)
     app.connect("config-inited", _theme_catalogs)
     # env_version: Sphinx reads every page again when it changes; raise it whenever a change
-    # here changes the doctrees (2: display maths translated as it is; 3: alt text checked), or
+    # here changes the doctrees (2: display maths translated as it is; 3: alt text checked; 4:
+    # docstring paragraphs classed "docstring"), or
     # an incremental build keeps the pages read with the old code
-    return {"parallel_read_safe": True, "parallel_write_safe": True, "env_version": 3}
+    return {"parallel_read_safe": True, "parallel_write_safe": True, "env_version": 4}
