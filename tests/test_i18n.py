@@ -736,6 +736,8 @@ ENGLISH_ALLOWED = {
     "FLOP", "NaN", "inf", "cpu", "UvA", "Google", "vae-tutorial", "torchvision",
     # glosses of terms at their first use (the glossary keeps the English in parentheses)
     "two-part", "code", "teacher", "forcing", "variance-preserving",
+    # the API page's gloss of the docstrings' own term: “per example”（逐样本）
+    "per", "example",
     # identifiers and interface names that the prose quotes as they are: Python's assert,
     # a signal and a key, stderr, Colab's menu (Runtime → Change runtime type), pytorch.org
     # and pytorch/examples, and the latent explorer's buttons ("random", "reset"), which are

@@ -132,7 +132,7 @@ class MarkUntranslatable(SphinxTransform):
             if _is_docstring(node):
                 node["translatable"] = False
                 # (and says so in the HTML: tests/test_i18n.py counts English words outside it)
-                if isinstance(node, (nodes.paragraph, nodes.title, nodes.rubric)):
+                if isinstance(node, (nodes.paragraph, nodes.title, nodes.rubric, nodes.term, nodes.line)):
                     node["classes"] = [*node.get("classes", []), "docstring"]
         # an object's description (signature, docstring, and field names such as
         # "Parameters", which Sphinx's own catalog already translates)
