@@ -705,9 +705,9 @@ ENGLISH_ALLOWED = {
     # people (citations and prose)
     "Kingma", "Welling", "Rezende", "Mohamed", "Wierstra", "Burda", "Grosse", "Salakhutdinov",
     "Sønderby", "Cremer", "Higgins", "Bowman", "Alemi", "Hoffman", "Johnson", "Tipping", "Bishop",
-    "Townsend", "Hinton", "Frey", "Kingma", "Child", "Vahdat", "Kautz", "Norouzi", "Rybkin",
+    "Townsend", "Hinton", "Frey", "Child", "Vahdat", "Kautz", "Norouzi", "Rybkin",
     "Loaiza-Ganem", "Cunningham", "Odena", "Xiao", "LeCun", "Clanuwat", "Sohn", "Gulrajani",
-    "Chen", "Oord", "van", "den", "Ho", "Jain", "Abbeel", "Kingma", "Salimans", "Theis", "Lucas",
+    "Chen", "Oord", "van", "den", "Ho", "Jain", "Abbeel", "Salimans", "Theis", "Lucas",
     "Razavi", "Zhao", "Shu", "Dai", "Wipf", "Rolfe", "Jensen", "Bernoulli", "Gauss", "Markov",
     "Lagrange", "Shannon", "Huffman", "Duda", "Williams", "Glynn", "Paisley", "Ranganath",
     "Blei", "Jordan", "Wainwright", "Mnih", "Gregor", "Ladder", "Exemplar",
@@ -768,7 +768,7 @@ def visible_english_words(html: str) -> list[str]:
         if not tag.decomposed:
             tag.decompose()
     text = body.get_text(" ")
-    text = re.sub(r"\\\(.*?\\\)|\\\[.*?\\\]|\$\$.*?\$\$", " ", text, flags=re.S)  # untypeset maths
+    text = re.sub(r"\\\(.*?\\\)|\\\[.*?\\\]|\$\$.*?\$\$", " ", text, flags=re.DOTALL)  # untypeset maths
     letters = "A-Za-zÀ-ÖØ-öø-ÿ"  # (not × or ÷)
     words = re.findall(rf"[{letters}][{letters}0-9²'’-]*[{letters}0-9²]|[{letters}]", text)
     # one letter (a variable: T 恤, k, x) is not a word

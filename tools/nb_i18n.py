@@ -329,7 +329,9 @@ def _register_citation_styles() -> None:
         from pybtex.richtext import Text
         from sphinxcontrib.bibtex.plugin import register_plugin
         from sphinxcontrib.bibtex.style.referencing import PersonStyle
-        from sphinxcontrib.bibtex.style.referencing.author_year import AuthorYearReferenceStyle
+        from sphinxcontrib.bibtex.style.referencing.author_year import (
+            AuthorYearReferenceStyle,
+        )
     except ImportError:  # sphinxcontrib-bibtex not installed: nothing to register
         return
 
