@@ -183,6 +183,27 @@ FORBIDDEN = {
     "摊销推理": "摊销推断", "摊还推断": "摊销推断", "标准误差": "标准误",
     "KL散度": "KL 散度",
     "隐空间浏览器": "隐空间探索器", "交互式浏览器": "探索器",
+    # the editor's review of 2026-12-07 (D04-D25, D29)
+    "英文原文": "英文版", "批次": "批量", "可分解": "因子化", "两级": "两层",
+    "幅图像": "张图像", "幅测试图像": "张图像", "摊付": "分摊", "路径导数梯度": "路径梯度",
+    "高斯，学习 σ": "高斯，可学习 σ", "码率–失真": "率失真", "码率-失真": "率失真",
+    "正确地理解变分自编码器": "变分自编码器：正确的推导与实现", "GPU 轮": "轮",
+    "什么都不是": "不构成概率模型", "梯度更清晰": "信噪比", "梯度更模糊": "信噪比",
+    "nats/图像": "每张图像", "每图像": "每张图像", "n/a": "不适用", "零之外": "与零的距离",
+    "挂钟时间": "墙钟时间",
+}
+# calques that a fixed string cannot catch: pattern -> what the glossary says instead
+FORBIDDEN_PATTERNS = {
+    r"百万个": "以万计（490 万个参数）",  # (the number itself may be maths: $\approx 4.9$ 百万个)
+    r"小 ?(\{glue:text\}|[\d.,]+)\S* ?倍": "只有……的 1/N",
+    r"\d+ ?个(较短的)?轮": "N 轮",
+    r"\d+ 位有效数字": "尾数（有效位）",
+}
+# Chinese typography in the catalogs as written (code and roles included): pattern -> fix
+TYPOGRAPHY = {
+    r"`, (?=`|\{)": "、 between listed code spans or roles",
+    r"` \(`": "full-width parentheses （） around code in Chinese text",
+    r"(`|\d) %": "no space before %",
 }
 
 
@@ -194,7 +215,45 @@ def test_terminology_is_consistent(path):
         text = _MATHS.sub("", _CODE.sub("", text))
         bad += [f"{variant} -> {term}: {entry.msgstr[:40]!r}"
                 for variant, term in FORBIDDEN.items() if variant in text]
+        bad += [f"{pattern} -> {term}: {entry.msgstr[:40]!r}"
+                for pattern, term in FORBIDDEN_PATTERNS.items() if re.search(pattern, text)]
+        quoted_out = re.sub(r"「[^」]*」", "", entry.msgstr)
+        bad += [f"{pattern}: {fix}: {entry.msgstr[:40]!r}"
+                for pattern, fix in TYPOGRAPHY.items() if re.search(pattern, quoted_out)]
     assert not bad, f"{path.name}: " + "\n".join(bad[:10])
+
+
+def test_the_glossary_rejects_the_reviewed_variants():
+    """Each variant the review named fails the terminology check (so none comes back)."""
+    def rejected(msgstr: str) -> bool:
+        text = _MATHS.sub("", _CODE.sub("", re.sub(r"「[^」]*」", "", msgstr)))
+        return (any(v in text for v in FORBIDDEN) or any(re.search(p, text) for p in FORBIDDEN_PATTERNS)
+                or any(re.search(p, re.sub(r"「[^」]*」", "", msgstr)) for p in TYPOGRAPHY))
+    for variant in ["交互式浏览器", "在批次上取平均", "后验近似可分解", "两级 MLP HVAE", "12,000 幅图像",
+                    "能够摊付一次性的启动成本", "（路径导数梯度）", "高斯，学习 σ", "码率–失真权衡",
+                    "正确地理解变分自编码器", "需要 $a\\approx 4.9$ 百万个参数", "最多 2,000 个 GPU 轮",
+                    "方差都小 {glue:text}`r:.0f` 倍", "每次训练 5 个较短的轮（epoch）", "什么都不是（未归一化）",
+                    "使解码器的梯度更清晰", "高出 1 nats/图像", "每图像 nats 数", "n/a", "保持英文原文",
+                    "都不到零之外三个标准误", "8 位有效数字（存储 7 位）", "墙上的挂钟时间",
+                    "{doc}`04_reparameterization`, {doc}`07_beta`", "`ArgumentError` (`ValueError`)",
+                    "{glue:text}`x:.0f` % 的"]:
+        assert rejected(variant), variant
+    for fine in ["在批量上取平均", "两层 MLP HVAE", "方差只有 1/{glue:text}`r:.0f`", "训练 5 轮（epoch）",
+                 "10% 的", "小了 e 的这么多次方倍", "「`a, b`」", "两到三位十进制有效数字",
+                 "原文（本书勘误的那篇文章）"]:
+        assert not rejected(fine), fine
+
+
+@pytest.mark.parametrize("path", [p for p in CATALOGS if p.stem != "intro"], ids=_catalog_id)
+def test_the_source_article_is_named_at_its_first_use(path):
+    """原文 means only the criticised article: in each chapter its first use says so (review
+    D04: a reader who starts at chapter 5 would take it for the English original)."""
+    for entry in _entries(path):
+        text = re.sub(r"「[^」]*」", "", entry.msgstr)
+        if "原文" in text:
+            assert "原文（本书勘误的那篇文章）" in text.split("原文", 1)[0] + "原文" + text.split("原文", 1)[1][:13], \
+                f"{path.name}: the first 原文 is not glossed: {entry.msgstr[:60]!r}"
+            return
 
 
 def test_the_forbidden_variants_are_not_terms():
@@ -268,9 +327,12 @@ def test_zh_config_is_the_english_one_plus_the_overrides():
     for key in english:
         if key not in ("title", "author", "sphinx"):
             assert zh[key] == english[key], key
+    # what the Chinese edition says in Chinese: the link back, the citations' joining words
     for key, value in english["sphinx"]["config"].items():
-        if key not in ("language_switch",):
+        if key not in ("language_switch", "bibtex_reference_style"):
             assert zh["sphinx"]["config"][key] == value, key
+    assert zh["sphinx"]["config"]["bibtex_reference_style"] == "author_year_zh"
+    assert "{type}" not in zh["sphinx"]["config"]["nb_code_prompt_show"]  # it would say "source"
     assert zh["sphinx"]["extra_extensions"] == english["sphinx"]["extra_extensions"]
     for name, path in zh["sphinx"]["local_extensions"].items():
         assert (Path(path) / f"{name}.py").is_file()
@@ -309,7 +371,7 @@ def test_outputs_and_docstrings_are_not_messages():
     transform = nb_i18n.MarkUntranslatable(doc)
     transform.apply()
     assert printed["translatable"] is False and field["translatable"] is False
-    assert docstring["translatable"] is False
+    assert docstring["translatable"] is False and "docstring" in docstring["classes"]
     assert "translatable" not in caption and "translatable" not in prose
 
 
@@ -528,6 +590,7 @@ def _tiny_book(root: Path) -> None:
     po = polib.POFile()
     po.metadata = {"Content-Type": "text/plain; charset=UTF-8", "Language": LANGUAGE}
     for msgid, msgstr in [("The trick", "技巧"), ("A line that rises.", "一条上升的直线。"),
+                          ("A rising line", "一条上升的线"),
                           ("The value is {glue:text}`x:.2f` nats ({glue:text}`x` unformatted).",
                            "其值为 {glue:text}`x:.2f` nats（未格式化：{glue:text}`x`）。"),
                           ("See {eq}`eq-elbo`.", "见 {eq}`eq-elbo`。"),
@@ -570,7 +633,10 @@ def test_a_translated_notebook_page(tmp_path):
     warnings = io.StringIO()
     pot = _sphinx(tmp_path, "gettext", "en", warnings) / "page.pot"
     msgids = {e.msgid for e in polib.pofile(str(pot))}
+    # (the figure's alt text too, which myst-nb's choice of an output format for the gettext
+    # builder, text/plain, used to drop)
     assert msgids == {"The trick", "The value is {glue:text}`x:.2f` nats ({glue:text}`x` unformatted).", "A line that rises.",
+                      "A rising line",
                       "Left in English.", "See {eq}`eq-elbo`.", *DISPLAY_MATHS_ZH}
     warnings = io.StringIO()
     html = (_sphinx(tmp_path, "html", LANGUAGE, warnings) / "page.html").read_text(encoding="utf-8")
@@ -578,6 +644,7 @@ def test_a_translated_notebook_page(tmp_path):
     # a key without a format too (myst-nb splits "path::key" at its last colon)
     assert "未格式化：<span class=\"pasted-text\">3.14159</span>" in html
     assert "一条上升的直线。" in html and "<h1>技巧" in html
+    assert 'alt="一条上升的线"' in html and "A rising line" not in html
     assert re.search(r'<html[^>]* lang="zh-CN"', html)
     assert "bits/dim" in html  # the output, as it is
     log = warnings.getvalue()
@@ -623,3 +690,122 @@ def test_translated_display_maths(tmp_path):
     assert warnings.getvalue().count("untranslated message (page.po)") == 1, warnings.getvalue()
     recorded = json.loads((tmp_path / "_build" / "i18n-messages.json").read_text(encoding="utf-8"))
     assert set(DISPLAY_MATHS_ZH) <= set(recorded["messages"]["page"])
+
+
+# ---------------------------------------------------------------- English left on Chinese pages
+
+# Latin-letter words a Chinese page may show outside code, outputs, figures, docstrings and
+# the bibliography, reviewed one by one: names (people, models, libraries, data sets, places),
+# units and abbreviations that Chinese technical writing keeps, English glosses that the
+# glossary puts in parentheses at a term's first use, and identifiers that appear in prose
+# without code markup. Anything else is English that a Chinese reader should not meet.
+ENGLISH_ALLOWED = {
+    # the link to the English edition, and the gloss of the edition note
+    "English", "d2l-zh",
+    # people (citations and prose)
+    "Kingma", "Welling", "Rezende", "Mohamed", "Wierstra", "Burda", "Grosse", "Salakhutdinov",
+    "Sønderby", "Cremer", "Higgins", "Bowman", "Alemi", "Hoffman", "Johnson", "Tipping", "Bishop",
+    "Townsend", "Hinton", "Frey", "Child", "Vahdat", "Kautz", "Norouzi", "Rybkin",
+    "Loaiza-Ganem", "Cunningham", "Odena", "Xiao", "LeCun", "Clanuwat", "Sohn", "Gulrajani",
+    "Chen", "Oord", "van", "den", "Ho", "Jain", "Abbeel", "Salimans", "Theis", "Lucas",
+    "Razavi", "Zhao", "Shu", "Dai", "Wipf", "Rolfe", "Jensen", "Bernoulli", "Gauss", "Markov",
+    "Lagrange", "Shannon", "Huffman", "Duda", "Williams", "Glynn", "Paisley", "Ranganath",
+    "Blei", "Jordan", "Wainwright", "Mnih", "Gregor", "Ladder", "Exemplar",
+    # models, methods and data sets
+    "VAE", "VAEs", "HVAE", "CVAE", "IWAE", "PCA", "MLP", "ELBO", "KL", "NLL", "SE", "SNR", "ANS",
+    "BB-ANS", "NVAE", "PixelCNN", "PixelVAE", "PixelSNAIL", "Fashion-MNIST", "MNIST", "KMNIST",
+    "REINFORCE", "Adam", "GAN", "GANs", "RealNVP", "GPT", "ReLU", "PNG", "LSTM", "MCMC", "EM",
+    "CDF", "ICLR", "ICML", "NeurIPS", "slerp", "lerp", "logit", "logits", "nats", "nat", "bits",
+    "bit", "bits-back", "free", "epoch", "epochs", "mass-covering", "rate", "distortion",
+    "one-hot", "argmax", "softmax", "sigmoid", "tanh", "bfloat16", "float32", "float16",
+    "float64", "autocast", "docstring", "delta", "Inception",
+    # software, services and hardware
+    "PyTorch", "NumPy", "SciPy", "TensorFlow", "Keras", "Python", "Jupyter", "JupyterLab",
+    "Colab", "Binder", "GitHub", "Debian", "Ubuntu", "pip", "CUDA", "GPU", "GPUs", "CPU", "CPUs",
+    "AMD", "EPYC", "Intel", "Apple", "MPS", "BLAS", "OpenMP", "Chromium", "MathJax",
+    "scikit-learn", "matplotlib", "ipywidgets", "zlib", "gzip", "bz2", "lzma", "PDF", "HTML",
+    "JSON", "SHA-256", "URL", "API", "CI", "FLOPs", "MFLOPs", "jieba",
+    # units and file types (the download menu: .ipynb, .md, .pdf)
+    "MB", "GB", "KB", "KiB", "s", "ms", "min", "dim", "R²", "ipynb", "md", "pdf",
+    # more people cited or named in the prose (often with 等)
+    "Baldi", "Hornik", "Kullback", "Leibler", "Larochelle", "Murray", "Locatello", "Rainforth",
+    "Shoemake", "White", "Agakov", "Barber", "Flamich", "Havasi", "Gamal", "El", "Li", "Ruan",
+    "Camp", "Sohl-Dickstein", "Duvenaud",
+    # more models, data sets, algorithms and formats
+    "CIFAR-10", "ImageNet", "U-Net", "VQ-VAE", "VDM", "L-BFGS", "L2", "BCE", "rANS", "IDX",
+    "FLOP", "NaN", "inf", "cpu", "UvA", "Google", "vae-tutorial", "torchvision",
+    # glosses of terms at their first use (the glossary keeps the English in parentheses)
+    "two-part", "code", "teacher", "forcing", "variance-preserving",
+    # the API page's gloss of the docstrings' own term: “per example”（逐样本）
+    "per", "example",
+    # identifiers and interface names that the prose quotes as they are: Python's assert,
+    # a signal and a key, stderr, Colab's menu (Runtime → Change runtime type), pytorch.org
+    # and pytorch/examples, and the latent explorer's buttons ("random", "reset"), which are
+    # the widget's own labels
+    "assert", "SIGTERM", "Ctrl-C", "stderr", "Runtime", "Change", "runtime", "type", "pytorch",
+    "org", "examples", "random", "reset",
+    # the results page's table shows "not measured" for a chapter without a time; the prose
+    # quotes it
+    "not", "measured",
+}
+# words of these shapes are labels, not English: errata E1–E14, numbers such as 1e-12
+ENGLISH_ALLOWED_PATTERN = re.compile(r"E\d+|e-\d+")
+
+
+def visible_english_words(html: str) -> list[str]:
+    """The Latin-letter words of a built page that a reader sees, outside code (cells and
+    inline), cell outputs, figures, maths, the API's object descriptions and the bibliography."""
+    bs4 = pytest.importorskip("bs4")
+    soup = bs4.BeautifulSoup(html, "html.parser")
+    body = soup.body or soup
+    selectors = [
+        "script", "style", "noscript", "template", "pre", "code", "kbd", "img", "svg",
+        "div.cell_input", "div.cell_output", "div.output", "div.highlight", "figure img",
+        ".math", "mjx-container", "dl.py", "div.citation", "div.citation-list",
+        "div.bibliography", ".headerlink", "span.pre", ".docstring",
+    ]
+    for tag in body.select(", ".join(selectors)):
+        if not tag.decomposed:
+            tag.decompose()
+    text = body.get_text(" ")
+    text = re.sub(r"\\\(.*?\\\)|\\\[.*?\\\]|\$\$.*?\$\$", " ", text, flags=re.DOTALL)  # untypeset maths
+    letters = "A-Za-zÀ-ÖØ-öø-ÿ"  # (not × or ÷)
+    words = re.findall(rf"[{letters}][{letters}0-9²'’-]*[{letters}0-9²]|[{letters}]", text)
+    # one letter (a variable: T 恤, k, x) is not a word
+    return [w for w in words if len(w) > 1 and w not in ENGLISH_ALLOWED
+            and not ENGLISH_ALLOWED_PATTERN.fullmatch(w)]
+
+
+def test_visible_english_words_are_found():
+    page = ("<html><body><p>编码器 Encoder 的 <code>model.fit</code> 和 Kingma 等</p>"
+            "<div class='cell_output'><pre>loss 1.0</pre></div><p>见 nats 与 \\(x\\)</p>"
+            "<dl class='py function'><dd>Per-example terms</dd></dl>"
+            "<div class='citation'>An English reference</div><p class='docstring'>Returns x</p>"
+            "<p>勘误 E13，×28，1e-12，Sønderby 等</p></body></html>")
+    assert visible_english_words(page) == ["Encoder"]
+
+
+def english_words_per_page(html_root: Path) -> dict[str, list[str]]:
+    return {_catalog_id(p): visible_english_words((html_root / f"{_catalog_id(p)}.html").read_text(encoding="utf-8"))
+            for p in CATALOGS if (html_root / f"{_catalog_id(p)}.html").is_file()}
+
+
+def test_chinese_pages_show_no_english_words():
+    """Outside code, outputs, figures, maths, docstrings and the bibliography, a Chinese page
+    shows no English word but those of `ENGLISH_ALLOWED` (review: "Click to show", "Color
+    mode", "Repository", "et al." and the like)."""
+    html = ROOT / "_build" / "html" / LANGUAGE.split("_")[0]
+    if not (html / "book" / "intro.html").is_file():
+        if REQUIRE:
+            pytest.fail(f"no Chinese build in {html}: run python tools/build_books.py zh")
+        pytest.skip("no Chinese build (python tools/build_books.py zh)")
+    found = {page: words for page, words in english_words_per_page(html).items() if words}
+    assert not found, "\n".join(f"{page}: {len(words)} English words, e.g. {sorted(set(words))[:12]}"
+                                for page, words in found.items())
+
+
+if __name__ == "__main__":  # python tests/test_i18n.py: the count per page, for a report
+    counts = english_words_per_page(ROOT / "_build" / "html" / "zh")
+    for page, words in counts.items():
+        print(f"{page:28} {len(words):5}  {' '.join(sorted(set(words)))[:150]}")
+    print(f"{'total':28} {sum(map(len, counts.values())):5}")

@@ -45,8 +45,17 @@ EXECUTED_DIRS = (ROOT / "_build" / "jupyter_execute", ROOT / "_build" / "zh" / "
 
 
 def catalogs(language: str = LANGUAGE) -> list[Path]:
-    """The language's .po files, one per page."""
-    return sorted((LOCALES / language / "LC_MESSAGES").rglob("*.po"))
+    """The language's .po files, one per page (not the theme's words, `ui_catalogs`)."""
+    ui = set(ui_catalogs(language))
+    return sorted(p for p in (LOCALES / language / "LC_MESSAGES").rglob("*.po") if p not in ui)
+
+
+def ui_catalogs(language: str = LANGUAGE) -> list[Path]:
+    """The catalogs of the theme's words (tools/nb_i18n.py, ``UI_CATALOGS``), written by hand."""
+    from nb_i18n import UI_CATALOGS
+
+    folder = LOCALES / language / "LC_MESSAGES"
+    return [folder / f"{domain}.po" for domain in UI_CATALOGS if (folder / f"{domain}.po").is_file()]
 
 
 # What a message may hold that is never translated: inline and display maths, inline code,
@@ -198,7 +207,7 @@ def stats(language: str = LANGUAGE) -> dict[str, dict[str, int]]:
 def check(language: str = LANGUAGE) -> list[str]:
     """Problems: msgfmt --check errors, fuzzy or untranslated messages. Empty: all good."""
     problems = []
-    for path in catalogs(language):
+    for path in catalogs(language) + ui_catalogs(language):
         result = subprocess.run(["msgfmt", "--check", "-o", "/dev/null", str(path)],
                                 capture_output=True, text=True)
         if result.returncode:

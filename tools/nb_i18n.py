@@ -20,6 +20,15 @@ page is a message, in both the gettext extraction and the translated build:
   glue data, so the role would fail with "No key found". In translated text of a notebook
   the role becomes a reference to the same page's glue cache, which myst-nb resolves later
   (``jupyter_execute/<doc>.glue.json``): the same number, formatted the same way.
+* **Alt text is a message.** A figure's alt text (``mystnb: image: alt:`` in a cell's
+  metadata) is prose, read by screen readers and shown when the image does not load. myst-nb
+  puts the image in a *mime bundle* of all the output's formats and picks one per builder in
+  a post-transform; the gettext builder picks ``text/plain``, so the image and its alt text
+  were gone before the catalog was written. `ExposeAltText` copies each alt-text image out of
+  its bundle for the gettext builder; in a translated build Sphinx's Locale translates the
+  alt text while the image is still in its bundle, and `CheckTranslated` checks it like any
+  other message. (``gettext_additional_targets: [image]`` is not used: it would also make
+  every output image's URI, a hash of its pixels, a message.)
 * **Every message is translated.** In a build whose language is not English, each message
   of each page is looked up in its catalog before Sphinx translates it. A message with no
   translation (missing, empty or fuzzy) is a warning, ``untranslated message``, so the
@@ -34,6 +43,18 @@ page is a message, in both the gettext extraction and the translated build:
   ``\[::\]``. Here the translation replaces the node's text directly before Locale runs
   (label, number and environment unchanged), and the node is marked translated, so Locale
   leaves it alone. Untranslated display maths (msgstr == msgid) is unaffected either way.
+* **The theme's words.** The theme's own catalogs lack some strings ("Color mode", "System
+  Settings", "Repository", "Open issue") and translate others as the English ("© Copyright
+  …"). ``locales/<lang>/LC_MESSAGES/sphinx.po`` (Sphinx's domain, which
+  pydata-sphinx-theme's templates use) is found through ``locale_dirs`` and comes before
+  every other catalog of that domain; ``booktheme.po`` (sphinx-book-theme's buttons) is
+  compiled here and registered as that domain's catalog (`UI_CATALOGS`). The search field's
+  placeholder, which Jupyter Book sets in English (``search_bar_text``), is translated with
+  it.
+* **Author–year citations in the page's language.** ``bibtex_reference_style:
+  author_year_zh`` is sphinxcontrib-bibtex's ``author_year`` with Chinese joining words:
+  「Sønderby 等 [2016]」 and 「Kingma 和 Welling [2014]」 instead of *et al.* and *and*
+  (`AuthorYearChinese`). The bibliography's entries stay as they are.
 * **The page's language.** Sphinx writes ``<html lang="zh_CN">``; HTML wants a BCP 47 tag,
   ``zh-CN``. A tag ``language_<lang>`` (e.g. ``language_zh_CN``) is set for ``{only}``
   blocks that one edition alone shows.
@@ -50,6 +71,7 @@ from docutils import nodes
 from sphinx import addnodes
 from sphinx.locale import init as init_locale
 from sphinx.transforms import SphinxTransform
+from sphinx.transforms.post_transforms import SphinxPostTransform
 from sphinx.util import logging
 from sphinx.util.i18n import docname_to_domain
 from sphinx.util.nodes import LITERAL_TYPE_NODES, extract_messages
@@ -109,6 +131,9 @@ class MarkUntranslatable(SphinxTransform):
         for node in self.document.findall(nodes.TextElement):
             if _is_docstring(node):
                 node["translatable"] = False
+                # (and says so in the HTML: tests/test_i18n.py counts English words outside it)
+                if isinstance(node, (nodes.paragraph, nodes.title, nodes.rubric, nodes.term, nodes.line)):
+                    node["classes"] = [*node.get("classes", []), "docstring"]
         # an object's description (signature, docstring, and field names such as
         # "Parameters", which Sphinx's own catalog already translates)
         for desc in self.document.findall(addnodes.desc):
@@ -172,13 +197,12 @@ class CheckTranslated(SphinxTransform):
             return
         self.env.__dict__.setdefault("nb_i18n_messages", {})[self.env.docname] = []
         translations = _catalog(self)
-        images = "image" in self.config.gettext_additional_targets
         literals = []
         for node, msgid in list(extract_messages(self.document)):
             if isinstance(node, addnodes.toctree) or not msgid.strip():
                 continue  # toctrees: TranslateToctrees
-            if isinstance(node, nodes.image) and not images:
-                continue  # alt text is a message only with gettext_additional_targets: [image]
+            if isinstance(node, nodes.image) and msgid != node.get("alt"):
+                continue  # an image's URI (gettext_additional_targets: [image]) is not prose
             if _in_substitution_definition(node):
                 continue  # as the gettext builder
             if is_generated_label(msgid):
@@ -188,6 +212,36 @@ class CheckTranslated(SphinxTransform):
                 literals.append((node, msgstr))
         for node, msgstr in literals:
             translate_literal(node, msgstr)
+
+
+class ExposeAltText(SphinxPostTransform):
+    """For the gettext builder: a copy of every alt-text image of a cell output, outside its
+    mime bundle, so that its alt text is extracted (see the module).
+
+    myst-nb's ``SelectMimeType`` (priority 4) replaces a bundle by the builder's preferred
+    format, ``text/plain`` for gettext, which drops the image; the copy is not in a bundle
+    and stays, with the original's uid, source and line (the catalog's location comment).
+    """
+
+    default_priority = 3
+    builders = ("gettext",)
+
+    def run(self, **kwargs) -> None:
+        for bundle in list(self.document.findall(
+            lambda n: isinstance(n, nodes.container) and n.get("nb_element") == "mime_bundle"
+        )):
+            copies = []
+            for image in bundle.findall(nodes.image):
+                if not image.get("alt"):
+                    continue
+                copy = nodes.image(uri=image["uri"], alt=image["alt"])
+                copy.source, copy.line = image.source or bundle.source, image.line or bundle.line
+                if hasattr(image, "uid"):
+                    copy.uid = image.uid
+                copies.append(copy)
+            if copies and bundle.parent is not None:
+                index = bundle.parent.index(bundle)
+                bundle.parent[index + 1:index + 1] = copies
 
 
 class TranslateToctrees(SphinxTransform):
@@ -237,6 +291,61 @@ def _write_messages(app, exception) -> None:
     )
 
 
+#: Catalogs of the theme's words, beside the pages' catalogs: sphinx.po is Sphinx's own
+#: domain, found through locale_dirs; the others are compiled and registered here.
+UI_CATALOGS = ("sphinx", "booktheme")
+SEARCH_BAR_TEXT = "Search this book..."  # Jupyter Book's html_theme_options default
+
+
+def _theme_catalogs(app, config) -> None:
+    """Register ``locales/<lang>/LC_MESSAGES/booktheme.po`` (compiled to .mo beside it) and
+    translate Jupyter Book's search placeholder (see the module)."""
+    if not _translating(config):
+        return
+    from sphinx.locale import get_translation
+    from sphinx.util.i18n import CatalogInfo
+
+    for locale_dir in config.locale_dirs:
+        base = Path(app.srcdir, locale_dir)
+        for domain in UI_CATALOGS:
+            if domain == "sphinx":
+                continue  # Sphinx compiles and loads it from locale_dirs, first
+            folder = base / config.language / "LC_MESSAGES"
+            if (folder / f"{domain}.po").is_file():
+                info = CatalogInfo(str(folder), domain, "utf-8")
+                if info.is_outdated():
+                    info.write_mo(config.language)
+                app.add_message_catalog(domain, str(base))
+    options = config.html_theme_options
+    if options.get("search_bar_text") == SEARCH_BAR_TEXT:
+        options["search_bar_text"] = get_translation("booktheme")(SEARCH_BAR_TEXT)
+
+
+def _register_citation_styles() -> None:
+    """``author_year_zh``: sphinxcontrib-bibtex's author–year citations joined in Chinese."""
+    try:
+        from dataclasses import dataclass, field
+
+        from pybtex.richtext import Text
+        from sphinxcontrib.bibtex.plugin import register_plugin
+        from sphinxcontrib.bibtex.style.referencing import PersonStyle
+        from sphinxcontrib.bibtex.style.referencing.author_year import (
+            AuthorYearReferenceStyle,
+        )
+    except ImportError:  # sphinxcontrib-bibtex not installed: nothing to register
+        return
+
+    def chinese_persons() -> PersonStyle:
+        return PersonStyle(sep="、", sep2=" 和 ", last_sep=" 和 ", other=Text(" 等"))
+
+    @dataclass
+    class AuthorYearChinese(AuthorYearReferenceStyle):
+        person: PersonStyle = field(default_factory=chinese_persons)
+
+    register_plugin("sphinxcontrib.bibtex.style.referencing", "author_year_zh", AuthorYearChinese,
+                    force=True)
+
+
 def _add_language_tag(app, config) -> None:
     app.tags.add(f"language_{config.language or 'en'}")
 
@@ -277,16 +386,20 @@ def _wrap_glue_role(app, config) -> None:
 
 
 def setup(app):
+    _register_citation_styles()
     app.add_transform(MarkUntranslatable)
     app.add_transform(CheckTranslated)
     app.add_transform(TranslateToctrees)
+    app.add_post_transform(ExposeAltText)
     app.connect("config-inited", _add_language_tag)
     app.connect("env-purge-doc", _purge)
     app.connect("env-merge-info", _merge)
     app.connect("build-finished", _write_messages)
     app.connect("html-page-context", _html_lang)
     app.connect("config-inited", _wrap_glue_role)
+    app.connect("config-inited", _theme_catalogs)
     # env_version: Sphinx reads every page again when it changes; raise it whenever a change
-    # here changes the doctrees (2: display maths translated as it is), or an incremental
-    # build keeps the pages read with the old code
-    return {"parallel_read_safe": True, "parallel_write_safe": True, "env_version": 2}
+    # here changes the doctrees (2: display maths translated as it is; 3: alt text checked; 4:
+    # docstring paragraphs classed "docstring"), or
+    # an incremental build keeps the pages read with the old code
+    return {"parallel_read_safe": True, "parallel_write_safe": True, "env_version": 4}
