@@ -740,10 +740,9 @@ ENGLISH_ALLOWED = {
     "per", "example",
     # identifiers and interface names that the prose quotes as they are: Python's assert,
     # a signal and a key, stderr, Colab's menu (Runtime → Change runtime type), pytorch.org
-    # and pytorch/examples, and the latent explorer's buttons ("random", "reset"), which are
-    # the widget's own labels
+    # and pytorch/examples (the latent explorer's buttons are labelled in the page's language)
     "assert", "SIGTERM", "Ctrl-C", "stderr", "Runtime", "Change", "runtime", "type", "pytorch",
-    "org", "examples", "random", "reset",
+    "org", "examples",
     # the results page's table shows "not measured" for a chapter without a time; the prose
     # quotes it
     "not", "measured",
