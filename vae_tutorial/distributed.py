@@ -71,12 +71,12 @@ class World:
 
     @property
     def active(self) -> bool:
-        """More than one process: the collectives below are needed."""
+        """True when more than one process runs, so that the collectives below are needed."""
         return self.size > 1
 
     @property
     def is_main(self) -> bool:
-        """Rank 0: the process that reads and writes files and prints."""
+        """True for rank 0, the process that reads and writes files and prints."""
         return self.rank == 0
 
 
