@@ -35,7 +35,7 @@ def _book(root: Path, code: str = COUNT) -> Path:
     return root / "page.ipynb"
 
 
-def _build(root: Path, out: str) -> str:
+def _build(root: Path, out: str, fresh: bool = True) -> str:
     """A Sphinx HTML build in execution-cache mode with the extension; the page's HTML."""
     from sphinx.application import Sphinx
     from sphinx.util.docutils import docutils_namespace
@@ -44,7 +44,7 @@ def _build(root: Path, out: str) -> str:
                  "nb_execution_raise_on_error": True, "exclude_patterns": ["_build"]}
     with docutils_namespace():
         app = Sphinx(str(root), None, str(root / out / "html"), str(root / out / ".doctrees"), "html",
-                     confoverrides=overrides, status=None, warning=io.StringIO(), freshenv=True)
+                     confoverrides=overrides, status=None, warning=io.StringIO(), freshenv=fresh)
         app.build()
     return (root / out / "html" / "page.html").read_text(encoding="utf-8")
 
@@ -78,6 +78,23 @@ def test_one_execution_serves_both_builds_until_the_package_changes(tmp_path, mo
     assert _runs(tmp_path) == 2
     _build(tmp_path, "_build/en")
     assert _runs(tmp_path) == 2
+
+
+def test_a_rebuild_after_the_package_changed_shows_the_new_outputs(tmp_path, monkeypatch):
+    # The notebook's source does not change, so Sphinx would keep its page; but its outputs
+    # did (here: a file it reads, as a chapter reads the package), and the cache was emptied.
+    pytest.importorskip("myst_nb")
+    nb = _book(tmp_path, 'from pathlib import Path\nprint("value", Path("value.txt").read_text())')
+    (tmp_path / "value.txt").write_text("first")
+    exec_cache.prefill([nb], jobs=1, root=tmp_path)
+    assert "value first" in _build(tmp_path, "_build/en", fresh=False)
+
+    (tmp_path / "value.txt").write_text("second")
+    changed = dict(exec_cache.environment(), vae_tutorial_sha256="0" * 64)
+    monkeypatch.setattr(exec_cache, "environment", lambda: changed)
+    assert list(exec_cache.prefill([nb], jobs=1, root=tmp_path)) == ["page"]
+    page = _build(tmp_path, "_build/en", fresh=False)
+    assert "value second" in page and "value first" not in page
 
 
 def test_a_changed_cell_executes_that_notebook_again(tmp_path):

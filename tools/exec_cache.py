@@ -197,8 +197,32 @@ def _write_executed_notebook(app, doctree) -> None:
     target.write_text(nbformat.writes(executed), encoding="utf-8")
 
 
+def _stamp_digest(app) -> str | None:
+    try:
+        return hashlib.sha256((cache_dir(Path(app.srcdir)) / STAMP).read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def _notebooks_executed_again(app, env, added, changed, removed) -> list[str]:
+    """Every notebook, when the cache was emptied since Sphinx last read them.
+
+    Sphinx re-reads a page when its source changes; a notebook whose outputs changed because
+    the package (or a library, or the environment) did is unchanged as a source. Without
+    this, a rebuild after editing ``vae_tutorial`` executed every chapter again and then
+    kept the pages of the old executions.
+    """
+    now, before = _stamp_digest(app), getattr(env, "vae_exec_stamp", None)
+    env.vae_exec_stamp = now
+    if before is None or before == now:
+        return []
+    return [doc for doc in env.found_docs
+            if doc not in added | changed and str(env.doc2path(doc)).endswith(".ipynb")]
+
+
 def setup(app):
     # after myst-nb's own builder-inited handler (priority 500), which sets the default path
     app.connect("builder-inited", _use_shared_cache, priority=600)
+    app.connect("env-get-outdated", _notebooks_executed_again)
     app.connect("doctree-read", _write_executed_notebook)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
