@@ -743,6 +743,8 @@ ENGLISH_ALLOWED = {
     # and pytorch/examples (the latent explorer's buttons are labelled in the page's language)
     "assert", "SIGTERM", "Ctrl-C", "stderr", "Runtime", "Change", "runtime", "type", "pytorch",
     "org", "examples",
+    # PyTorch's communication back ends, by their names (ch05's appendix on torchrun)
+    "gloo", "NCCL",
     # the results page's table shows "not measured" for a chapter without a time; the prose
     # quotes it
     "not", "measured",
