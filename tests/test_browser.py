@@ -158,7 +158,9 @@ class PageVisit:
             route.abort("blockedbyclient")
 
     def _failed(self, request):
-        if request.url not in self.blocked:
+        # ERR_ABORTED: the page itself cancelled the request (a link followed while a font was
+        # still loading); a missing file is a 404 response, reported by the handler above
+        if request.url not in self.blocked and "ERR_ABORTED" not in (request.failure or ""):
             self.missing.append(f"failed ({request.failure}) {request.url}")
 
     def close(self):
