@@ -29,7 +29,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import describe, load_average, write_result  # noqa: E402
+from machine import describe, load_average, refuse_loaded, write_result  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_CPU_MINUTES = 15
@@ -79,10 +79,7 @@ def main(argv=None) -> int:
         os.environ[var] = "1"
     cores = os.cpu_count() or 1
     before = load_average()
-    if before > cores and not args.allow_load:
-        print(f"refused: load average {before:.2f} is above one per core ({cores} cores); the chapters' times "
-              "would measure the other programs. Run on an idle machine, or pass --allow-load (the result "
-              "is then flagged).", file=sys.stderr)
+    if refuse_loaded(before, allow=args.allow_load):
         return 2
     chapters = [Path(c).resolve() for c in args.chapters] or book_chapters()
     times, cpu, failed = {}, {}, {}

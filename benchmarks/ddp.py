@@ -36,7 +36,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # vae_tutorial from a clone
-from machine import describe, load_average, write_result  # noqa: E402
+from machine import describe, load_average, refuse_loaded, write_result  # noqa: E402
 from throughput import BATCH, LR, _spread, mlp_vae  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,10 +110,7 @@ def main(argv=None) -> int:
 
     cores = os.cpu_count() or 1
     load_before = load_average()
-    if load_before > cores and not (args.quick or args.allow_load):
-        print(f"refused: load average {load_before:.2f} is above one per core ({cores} cores): the timings "
-              "would measure the other programs. Run on an idle machine, or pass --allow-load (the result "
-              "is then flagged).", file=sys.stderr)
+    if refuse_loaded(load_before, allow=args.quick or args.allow_load):
         return 2
     print(f"{subset} Fashion-MNIST images, global batch {BATCH}, {rounds} rounds, device {args.device}; "
           f"load average {load_before:.2f} on {cores} cores", flush=True)

@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import describe, load_average, write_result  # noqa: E402
+from machine import describe, load_average, refuse_loaded, write_result  # noqa: E402
 
 import vae_tutorial as vt  # noqa: E402
 
@@ -80,9 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         args.rounds, args.images = 1, 2560
     cores = os.cpu_count() or 1
     load_before = load_average()
-    if load_before > cores and not args.allow_load:
-        print(f"error: load average {load_before:.1f} on {cores} cores: a speed comparison needs an idle "
-              "machine (or pass --allow-load, and the result is flagged as loaded)", file=sys.stderr)
+    if refuse_loaded(load_before, allow=args.allow_load):
         return 2
 
     data = vt.load_dataset("fashion-mnist", split="train").subset(args.images)

@@ -6,6 +6,7 @@ import datetime
 import json
 import os
 import platform
+import sys
 from pathlib import Path
 
 import torch
@@ -51,6 +52,18 @@ def load_average() -> float:
         return os.getloadavg()[0]
     except (OSError, AttributeError):  # Windows
         return float("nan")
+
+
+def refuse_loaded(load: float, allow: bool) -> bool:
+    """True (after saying why on stderr) when ``load`` is above one per core and not ``allow``ed:
+    the timing benchmarks then exit with status 2 instead of measuring the other programs."""
+    cores = os.cpu_count() or 1
+    if load > cores and not allow:
+        print(f"refused: load average {load:.2f} is above one per core ({cores} cores): the timings "
+              "would measure the other programs. Run on an idle machine, or pass --allow-load (the result "
+              "is then flagged).", file=sys.stderr)
+        return True
+    return False
 
 
 def write_result(path: str | os.PathLike, result: dict) -> None:

@@ -49,7 +49,7 @@ from torch import optim
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import peer  # noqa: E402  (the pytorch/examples model and loop)
-from machine import describe, load_average, write_result  # noqa: E402
+from machine import describe, load_average, refuse_loaded, write_result  # noqa: E402
 
 import vae_tutorial as vt  # noqa: E402
 from vae_tutorial.data import DatasetError  # noqa: E402
@@ -211,10 +211,7 @@ def main(argv=None) -> int:
     n = len(train)
     cores = os.cpu_count() or 1
     load_before = load_average()
-    if load_before > cores and not (args.quick or args.allow_load):
-        print(f"refused: load average {load_before:.2f} is above one per core ({cores} cores): the timings "
-              "would measure the other programs. Run on an idle machine, or pass --allow-load (the result "
-              "is then flagged).", file=sys.stderr)
+    if refuse_loaded(load_before, allow=args.quick or args.allow_load):
         return 2
     print(f"Fashion-MNIST train: {n} images; device {device}; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; load average {load_before:.2f}", flush=True)
