@@ -19,12 +19,13 @@ from .losses import (
 from .autoregressive import PixelCNNDecoder, PixelVAE
 from .models import VAE, Autoencoder, ConditionalVAE, ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 from .train import History, fit, linear_warmup
-from . import autoregressive, check, data, evaluate, notebook, plots, ppca  # noqa: E402  (submodules as attributes)
+from . import autoregressive, check, data, discrete, evaluate, notebook, plots, ppca, vq  # noqa: E402  (submodules as attributes)
 from .data import load_dataset
 from .diffusion import DiffusionModel, diffusion_bound
 from .evaluate import evaluate_model
 from .hierarchical import HierarchicalVAE
 from .notebook import glue
+from .vq import VQVAE
 
 __version__ = "0.1.0"
 
@@ -32,10 +33,10 @@ notebook.register()  # in IPython: solution cells wait until asked (see notebook
 
 __all__ = [
     "Autoencoder", "ConditionalVAE", "ConvDecoder", "ConvEncoder", "DiffusionModel", "ELBOTerms",
-    "HierarchicalVAE", "History", "MLPDecoder", "MLPEncoder", "PixelCNNDecoder", "PixelVAE", "VAE",
+    "HierarchicalVAE", "History", "MLPDecoder", "MLPEncoder", "PixelCNNDecoder", "PixelVAE", "VAE", "VQVAE",
     "autoregressive", "bernoulli_log_likelihood", "check", "continuous_bernoulli_log_likelihood",
-    "data", "diffusion_bound", "discretized_logistic_log_likelihood", "elbo",
+    "data", "diffusion_bound", "discrete", "discretized_logistic_log_likelihood", "elbo",
     "estimate_log_likelihood", "evaluate", "evaluate_model", "fit", "gaussian_log_likelihood",
     "get_device", "glue", "iwae_bound", "kl_normal", "kl_standard_normal", "linear_warmup", "load_dataset",
-    "notebook", "plots", "reparameterize", "seed_everything",
+    "notebook", "plots", "reparameterize", "seed_everything", "vq",
 ]
