@@ -20,7 +20,10 @@ from .autoregressive import PixelCNNDecoder, PixelVAE
 from .models import VAE, Autoencoder, ConditionalVAE, ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 from .train import History, fit, linear_warmup
 from . import autoregressive, check, data, discrete, evaluate, notebook, plots, ppca, vq  # noqa: E402  (submodules as attributes)
+from . import ais, estimators  # noqa: E402  (Part IV: gradient estimators, AIS and BDMC)
+from .ais import ais_log_likelihood, bdmc
 from .data import load_dataset
+from .estimators import check_dreg_surrogate, iwae_surrogate
 from .diffusion import DiffusionModel, diffusion_bound
 from .evaluate import evaluate_model
 from .hierarchical import HierarchicalVAE
@@ -34,9 +37,10 @@ notebook.register()  # in IPython: solution cells wait until asked (see notebook
 __all__ = [
     "Autoencoder", "ConditionalVAE", "ConvDecoder", "ConvEncoder", "DiffusionModel", "ELBOTerms",
     "HierarchicalVAE", "History", "MLPDecoder", "MLPEncoder", "PixelCNNDecoder", "PixelVAE", "VAE", "VQVAE",
-    "autoregressive", "bernoulli_log_likelihood", "check", "continuous_bernoulli_log_likelihood",
+    "ais", "ais_log_likelihood", "autoregressive", "bdmc", "bernoulli_log_likelihood", "check",
+    "check_dreg_surrogate", "continuous_bernoulli_log_likelihood",
     "data", "diffusion_bound", "discrete", "discretized_logistic_log_likelihood", "elbo",
-    "estimate_log_likelihood", "evaluate", "evaluate_model", "fit", "gaussian_log_likelihood",
-    "get_device", "glue", "iwae_bound", "kl_normal", "kl_standard_normal", "linear_warmup", "load_dataset",
+    "estimate_log_likelihood", "estimators", "evaluate", "evaluate_model", "fit", "gaussian_log_likelihood",
+    "get_device", "glue", "iwae_bound", "iwae_surrogate", "kl_normal", "kl_standard_normal", "linear_warmup", "load_dataset",
     "notebook", "plots", "reparameterize", "seed_everything", "vq",
 ]

@@ -78,7 +78,8 @@ def log_aggregate_posterior(z: Tensor, mu: Tensor, logvar: Tensor, chunk: int = 
 
 @torch.no_grad()
 def elbo_surgery(mu: Tensor, logvar: Tensor, samples: int = 10,
-                 generator: torch.Generator | None = None, chunk: int = 1024) -> dict:
+                 generator: torch.Generator | None = None, chunk: int = 1024, *,
+                 prior: tuple[Tensor, Tensor] | None = None) -> dict:
     """Both terms of ``E_n KL(q_φ(z|x_n) ‖ p(z)) = I_q(n; z) + KL(q(z) ‖ p(z))``.
 
     Draws ``samples`` codes from each ``q_φ(z|x_n)`` (``N·S`` draws from ``q(z)``,
@@ -98,9 +99,15 @@ def elbo_surgery(mu: Tensor, logvar: Tensor, samples: int = 10,
         samples: draws ``S`` per posterior.
         generator: optional generator.
         chunk: query points per chunk for the mixture density.
+        prior: ``None`` for ``p(z) = N(0, I)``, or ``(μ_k, log σ_k²)``, each ``(K, Z)``, of an
+            equal-weight Gaussian mixture prior ``p(z) = (1/K) Σ_k N(μ_k, diag σ_k²)`` (the
+            VampPrior's components, :meth:`vae_tutorial.priors.VampPriorVAE.prior_components`).
+            ``log p(z)`` is then the same mixture density as ``log q(z)``, and ``average_kl``,
+            which has no closed form, is the Monte Carlo average of the draws (so the
+            decomposition holds draw by draw, and ``sum_se`` is its standard error).
 
     Returns:
-        A dict of floats with keys ``average_kl`` (closed form), ``mutual_information``,
+        A dict of floats with keys ``average_kl`` (closed form for ``N(0, I)``), ``mutual_information``,
         ``marginal_kl``, their Monte Carlo standard errors ``mutual_information_se``,
         ``marginal_kl_se`` and ``sum_se`` (of their sum), ``log_n`` (the bound on the
         mutual information) and ``n``, ``samples``.
@@ -114,12 +121,23 @@ def elbo_surgery(mu: Tensor, logvar: Tensor, samples: int = 10,
     if generator is not None and not isinstance(generator, torch.Generator):
         raise ArgumentError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     n, zdim = mu.shape
+    if prior is not None:
+        if not isinstance(prior, (tuple, list)) or len(prior) != 2:
+            raise ArgumentError(f"prior must be None or a pair (mu, logvar) of (K, Z) mixture components, got "
+                                f"{type(prior).__name__}")
+        p_mu, p_lv = (check_tensor(name, t, dim=2).detach() for name, t in zip(("prior mu", "prior logvar"), prior))
+        if p_mu.shape != p_lv.shape or p_mu.shape[0] == 0 or p_mu.shape[1] != zdim:
+            raise ArgumentError(f"prior must be (mu, logvar), both (K, Z) with K ≥ 1 and Z = {zdim} (the width of "
+                                f"mu), got shapes {tuple(p_mu.shape)} and {tuple(p_lv.shape)}")
     z = reparameterize(mu.unsqueeze(0).expand(s, n, zdim), logvar.unsqueeze(0).expand(s, n, zdim),
                        generator).reshape(s * n, zdim)
     own_mu, own_lv = mu.repeat(s, 1), logvar.repeat(s, 1)
     log_cond = -0.5 * ((z - own_mu).pow(2) * torch.exp(-own_lv) + own_lv + LOG_2PI).sum(-1)
     log_agg = log_aggregate_posterior(z, mu, logvar, chunk)
-    log_prior = -0.5 * (z.pow(2) + LOG_2PI).sum(-1)
+    if prior is None:
+        log_prior = -0.5 * (z.pow(2) + LOG_2PI).sum(-1)
+    else:  # the same mixture estimator as log q(z)
+        log_prior = log_aggregate_posterior(z, p_mu.to(z.device), p_lv.to(z.device), chunk).double()
     info_terms = log_cond - log_agg
     marg_terms = log_agg - log_prior
 
@@ -129,7 +147,8 @@ def elbo_surgery(mu: Tensor, logvar: Tensor, samples: int = 10,
         return float(t.std() / math.sqrt(t.numel()))
 
     return {
-        "average_kl": float(kl_standard_normal(mu, logvar).mean()),
+        "average_kl": float(kl_standard_normal(mu, logvar).mean() if prior is None
+                            else (info_terms + marg_terms).mean()),
         "mutual_information": float(info_terms.mean()),
         "marginal_kl": float(marg_terms.mean()),
         "mutual_information_se": se(info_terms),
