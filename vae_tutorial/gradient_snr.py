@@ -8,7 +8,10 @@ parameter θ but falls like ``1/√k`` for an encoder parameter φ: as the bound
 its dependence on ``q_φ`` fades (``L_∞ = log p_θ(x)`` does not depend on φ), so the
 expected encoder gradient shrinks faster than its noise.
 
-:func:`iwae_gradient_snr` measures both from repeated gradient draws.
+:func:`iwae_gradient_snr` measures both from repeated gradient draws, for the IWAE
+gradient itself or, with ``estimator=``, for the encoder gradients of STL, DReG or
+reweighted wake–sleep (:mod:`vae_tutorial.estimators`; the decoder's gradient is the
+IWAE's for all four).
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from .errors import (
     check_int,
     check_model,
 )
+from .estimators import _check_estimator, iwae_surrogate
 from .losses import _check_batch, iwae_bound
 from .models import Autoencoder
 
@@ -33,7 +37,7 @@ def _flat_grad(grads) -> Tensor:
 
 
 def iwae_gradient_snr(model, x: Tensor, k: int, repeats: int = 100, *,
-                      generator: torch.Generator | None = None) -> dict:
+                      generator: torch.Generator | None = None, estimator: str = "iwae") -> dict:
     """Per-coordinate SNR of the gradient of the batch-mean ``L_k`` over ``repeats`` draws.
 
     Each draw is the gradient of ``(1/B) Σ_b L_k(x_b)`` (one set of ``k`` codes per
@@ -50,13 +54,18 @@ def iwae_gradient_snr(model, x: Tensor, k: int, repeats: int = 100, *,
         k: importance samples per example.
         repeats: number of gradient draws ``R ≥ 2``.
         generator: optional generator for the codes.
+        estimator: ``"iwae"`` (the gradient of ``L_k`` itself) or ``"stl"``, ``"dreg"``,
+            ``"rws"``: the gradient of :func:`~vae_tutorial.estimators.iwae_surrogate` with
+            that estimator (models with one Gaussian code only, e.g. ``vt.VAE``). The
+            SNR of ``"rws"`` is that of a different direction, ``−∇_φ KL(p_θ(z|x) ‖ q_φ)``.
 
     Returns:
         A dict with keys ``"encoder"`` and ``"decoder"`` (``(P,)`` float64 SNRs, one per
-        parameter coordinate) and ``"repeats"``.
+        parameter coordinate), ``"repeats"`` and ``"estimator"``.
     """
     repeats = check_int("repeats", repeats, min=2)
     k = check_int("k", k, min=1)
+    estimator = _check_estimator(estimator)
     check_model(model)
     parts = {part: getattr(model, part, None) for part in ("encoder", "decoder")}
     if not all(isinstance(m, torch.nn.Module) for m in parts.values()):
@@ -84,7 +93,10 @@ def iwae_gradient_snr(model, x: Tensor, k: int, repeats: int = 100, *,
     try:
         with torch.enable_grad():
             for _ in range(int(repeats)):
-                loss = iwae_bound(model, x, k, generator=generator).mean()
+                if estimator == "iwae":
+                    loss = iwae_bound(model, x, k, generator=generator).mean()
+                else:
+                    loss = iwae_surrogate(model, x, k, estimator, generator=generator).mean()
                 g = _flat_grad(torch.autograd.grad(loss, params, allow_unused=False))
                 total = g if total is None else total + g
                 sq = g * g if sq is None else sq + g * g
@@ -95,4 +107,5 @@ def iwae_gradient_snr(model, x: Tensor, k: int, repeats: int = 100, *,
     var = (sq - r * mean * mean).clamp_min(0) / (r - 1)
     snr = mean.abs() / var.sqrt()
     snr[var == 0] = float("nan")
-    return {"encoder": snr[:n_enc].cpu(), "decoder": snr[n_enc:].cpu(), "repeats": int(repeats)}
+    return {"encoder": snr[:n_enc].cpu(), "decoder": snr[n_enc:].cpu(), "repeats": int(repeats),
+            "estimator": estimator}
