@@ -26,8 +26,11 @@ from .data import load_dataset
 from .estimators import check_dreg_surrogate, iwae_surrogate
 from .diffusion import DiffusionModel, diffusion_bound
 from .evaluate import evaluate_model
+from .flows import FlowVAE, check_flow_logdet
 from .hierarchical import HierarchicalVAE
 from .notebook import glue
+from .priors import VampPriorVAE
+from . import flows, priors  # noqa: E402  (submodules as attributes)
 from .vq import VQVAE
 
 __version__ = "0.1.0"
@@ -35,7 +38,7 @@ __version__ = "0.1.0"
 notebook.register()  # in IPython: solution cells wait until asked (see notebook.py)
 
 __all__ = [
-    "Autoencoder", "ConditionalVAE", "ConvDecoder", "ConvEncoder", "DiffusionModel", "ELBOTerms",
+    "Autoencoder", "ConditionalVAE", "ConvDecoder", "ConvEncoder", "DiffusionModel", "ELBOTerms", "FlowVAE",
     "HierarchicalVAE", "History", "MLPDecoder", "MLPEncoder", "PixelCNNDecoder", "PixelVAE", "VAE", "VQVAE",
     "ais", "ais_log_likelihood", "autoregressive", "bdmc", "bernoulli_log_likelihood", "check",
     "check_dreg_surrogate", "continuous_bernoulli_log_likelihood",
@@ -43,4 +46,5 @@ __all__ = [
     "estimate_log_likelihood", "estimators", "evaluate", "evaluate_model", "fit", "gaussian_log_likelihood",
     "get_device", "glue", "iwae_bound", "iwae_surrogate", "kl_normal", "kl_standard_normal", "linear_warmup", "load_dataset",
     "notebook", "plots", "reparameterize", "seed_everything", "vq",
+    "VampPriorVAE", "check_flow_logdet", "flows", "priors",
 ]
