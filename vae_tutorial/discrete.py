@@ -138,12 +138,11 @@ def moving_average_baseline(values: Tensor, decay: float = 0.9, initial: float =
     """
     decay = check_float("decay", decay, min=0.0, max=1.0)
     values = check_tensor("values", values, dim=1)
-    out = torch.empty_like(values)
-    b = float(initial)
-    for t, v in enumerate(values.tolist()):
-        out[t] = b
+    out, b = [], float(initial)
+    for v in values.tolist():  # a plain loop: the recursion is sequential
+        out.append(b)
         b = decay * b + (1.0 - decay) * v
-    return out
+    return torch.tensor(out, dtype=values.dtype, device=values.device)
 
 
 def gradient_estimates(logits: Tensor, f: Callable[[Tensor], Tensor], estimator: str, n: int, *,
@@ -201,7 +200,7 @@ def _report(name: str, failure: str | None, hint: str | None = None) -> bool:
     return False
 
 
-def _compare(name: str, fn, reference, cases, hints=()) -> bool:
+def _compare(name: str, fn, reference, cases, hints=(), names=()) -> bool:
     """Run ``fn`` and ``reference`` on each case (a tuple of tensors, the first ``needs_grad``
     ones leaves) and compare the values, then the gradients of ``Σ w ⊙ output`` with a fixed
     random weight ``w``. Prints ``PASS``/``FAIL`` (with the case, expected and got, and the first
@@ -234,7 +233,8 @@ def _compare(name: str, fn, reference, cases, hints=()) -> bool:
             b = torch.zeros_like(leaves[i]) if b is None else b
             if not torch.allclose(a, b, rtol=1e-4, atol=1e-5):
                 worst = (a - b).abs().max().item()
-                return _report(name, f"values agree but the gradient with respect to argument {i + 1} differs on "
+                arg = f"argument {i + 1}" + (f" ({names[i]})" if i < len(names) else "")
+                return _report(name, f"values agree but the gradient with respect to {arg} differs on "
                                f"{label} (largest difference {worst:.3g})",
                                "the forward value is right; check what is detached and what is not")
     return _report(name, None)
@@ -289,7 +289,7 @@ def check_gumbel_softmax(fn: Callable[[Tensor, Tensor, float], Tensor]) -> bool:
          lambda ell, g, tau: F.one_hot((ell + g).argmax(-1), ell.shape[-1]).to(ell.dtype)),
     ]
     with torch.random.fork_rng(devices=[]):
-        return _compare("gumbel_softmax", fn, ref, cases, hints)
+        return _compare("gumbel_softmax", fn, ref, cases, hints, names=("logits", "gumbel"))
 
 
 def chi_square_statistic(counts: Tensor, probs: Tensor) -> tuple[float, int]:

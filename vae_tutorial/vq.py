@@ -305,4 +305,4 @@ def check_straight_through(fn: Callable[[Tensor, Tensor], Tensor]) -> bool:
     hints = [("that is z_e: the forward value must be the quantised z_q", lambda ze, zq: ze),
              ("z_e and z_q are swapped: z_e + (z_q − z_e).detach()", lambda ze, zq: zq + (ze - zq)),
              ("the difference has the wrong sign: z_e + (z_q − z_e).detach()", lambda ze, zq: 2 * ze - zq)]
-    return _compare("straight_through", fn, straight_through, cases, hints)
+    return _compare("straight_through", fn, straight_through, cases, hints, names=("z_e", "z_q"))
