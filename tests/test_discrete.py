@@ -148,6 +148,29 @@ def test_straight_through_is_biased():
     assert ((est.mean(0) - exact).abs() / se).max() > 10
 
 
+def test_many_variables_reinforce_stays_unbiased_and_the_relaxation_ignores_the_others():
+    m, n = 5, 100_000
+    logits = LOGITS.expand(m, -1)
+
+    def f_many(y):  # separable: the same f for each of the m variables, summed
+        return f(y).sum(-1)
+
+    _, exact = exact_gradient(LOGITS, f)  # each variable's exact gradient is the one-variable one
+    est = gradient_estimates(logits, f_many, "reinforce_baseline", n, generator=gen(12))
+    assert est.shape == (n, m, 6)
+    z = (est.mean(0) - exact) / (est.std(0) / math.sqrt(n))
+    assert z.abs().max() < 5.5, z
+    # the other variables' values enter (f − b): the variance of variable 0's estimate grows
+    one = gradient_estimates(LOGITS, f, "reinforce_baseline", n, generator=gen(13))
+    assert est[:, 0].var(0).sum() > 3 * one.var(0).sum()
+    # the relaxed gradient of variable 0 does not involve the others: the same law as for m = 1
+    gs = gradient_estimates(logits, f_many, "gumbel_softmax", n, tau=0.5, generator=gen(14))
+    gs1 = gradient_estimates(LOGITS, f, "gumbel_softmax", n, tau=0.5, generator=gen(15))
+    se = (gs1.var(0) / n).sqrt() * math.sqrt(2)
+    assert ((gs[:, 0].mean(0) - gs1.mean(0)).abs() / se).max() < 5
+    assert abs(gs[:, 0].var(0).sum() / gs1.var(0).sum() - 1) < 0.05
+
+
 def test_moving_average_baseline_uses_only_earlier_values():
     v = torch.tensor([1.0, 2.0, 4.0, 8.0])
     b = moving_average_baseline(v, decay=0.5, initial=0.0)
@@ -196,7 +219,9 @@ def test_arguments_are_checked():
     with pytest.raises(ArgumentError, match="estimator"):
         gradient_estimates(LOGITS, f, "rebar", 10)
     with pytest.raises(ArgumentError, match="logits"):
-        gumbel_max(torch.zeros(3, 4, 5))
+        gumbel_max(torch.zeros(3, 4, 1))
+    with pytest.raises(ArgumentError, match="gradient_estimates"):
+        gradient_estimates(torch.zeros(2, 3, 4), f, "reinforce", 10)
     with pytest.raises(ArgumentError, match="gumbel"):
         gumbel_softmax(LOGITS, 1.0, gumbel=torch.zeros(3))
     with pytest.raises(ArgumentTypeError, match="fn"):

@@ -71,8 +71,8 @@ def sample_gumbel(shape, generator: torch.Generator | None = None, dtype=None, d
 
 def _logits(logits) -> Tensor:
     logits = check_tensor("logits", logits)
-    if logits.dim() not in (1, 2) or logits.shape[-1] < 2:
-        raise ArgumentError(f"logits must have shape (K,) or (B, K) with K ≥ 2 classes, got {tuple(logits.shape)}")
+    if logits.dim() == 0 or logits.shape[-1] < 2:
+        raise ArgumentError(f"logits must have shape (..., K) with K ≥ 2 classes, got {tuple(logits.shape)}")
     return logits
 
 
@@ -149,6 +149,10 @@ def gradient_estimates(logits: Tensor, f: Callable[[Tensor], Tensor], estimator:
                        tau: float = 1.0, decay: float = 0.9, generator: torch.Generator | None = None) -> Tensor:
     """``n`` independent one-sample estimates of ``∇_ℓ E_{c~Cat(softmax ℓ)}[f(e_c)]``.
 
+    ``logits`` ``(K,)`` is one categorical variable; ``(M, K)`` is ``M`` independent ones,
+    ``c_m ~ Cat(softmax ℓ_m)``, and ``f`` then maps ``(n, M, K)`` to ``(n,)``: one scalar for
+    all ``M`` variables, as a VAE's reconstruction term is for all its latent variables.
+
     ``estimator`` is one of :data:`ESTIMATORS`:
 
     * ``"reinforce"``: ``f(e_c) (e_c − π)``;
@@ -158,23 +162,24 @@ def gradient_estimates(logits: Tensor, f: Callable[[Tensor], Tensor], estimator:
     * ``"gumbel_softmax"``: ``∇_ℓ f(softmax((ℓ + g)/τ))`` (relaxed; biased for ``F``);
     * ``"straight_through"``: ``∇_ℓ f(e_c + y − sg[y])`` (``f`` at the exact sample; biased).
 
-    Shapes: logits ``(K,)`` ``->`` ``(n, K)``, one estimate per row.
+    Shapes: logits ``(K,)`` or ``(M, K)`` ``->`` ``(n, K)`` or ``(n, M, K)``, one estimate per row.
     """
     logits = _logits(logits)
-    if logits.dim() != 1:
-        raise ArgumentError(f"gradient_estimates takes one vector of logits (K,), got shape {tuple(logits.shape)}")
+    if logits.dim() > 2:
+        raise ArgumentError(f"gradient_estimates takes logits of shape (K,) or (M, K), got {tuple(logits.shape)}")
     if estimator not in ESTIMATORS:
         raise ArgumentError(f"estimator must be one of {', '.join(ESTIMATORS)}, got {estimator!r}")
     n = check_int("n", n, min=1)
-    leaf = logits.detach().expand(n, -1).clone().requires_grad_()  # one copy of ℓ per estimate
+    leaf = logits.detach().expand(n, *logits.shape).clone().requires_grad_()  # one copy of ℓ per estimate
     g = sample_gumbel(leaf.shape, generator, leaf.dtype, leaf.device)
     if estimator.startswith("reinforce"):
         with torch.no_grad():
             c = (leaf + g).argmax(-1)  # Gumbel-max: c ~ Cat(π)
-            one_hot = F.one_hot(c, leaf.shape[1]).to(leaf.dtype)
+            one_hot = F.one_hot(c, leaf.shape[-1]).to(leaf.dtype)
             fc = f(one_hot)
             b = moving_average_baseline(fc, decay, float(fc[0])) if estimator == "reinforce_baseline" else 0.0
-            return (fc - b)[:, None] * (one_hot - torch.softmax(leaf, -1))  # (f − b) ∇_ℓ log π_c
+            weight = (fc - b).view(n, *[1] * (leaf.dim() - 1))
+            return weight * (one_hot - torch.softmax(leaf, -1))  # (f − b) ∇_ℓ log π_c
     y = gumbel_softmax(leaf, tau, hard=estimator == "straight_through", gumbel=g)
     (grad,) = torch.autograd.grad(f(y).sum(), leaf)  # row i depends only on copy i of ℓ
     return grad
