@@ -208,7 +208,7 @@ def check_dreg_surrogate(fn, *, rtol: float = 1e-6, atol: float = 1e-8) -> bool:
                                           f"(do not average over the batch), got {shape}")
             _compare(case, "values", got.detach().double(), ref.detach(), rtol, atol,
                      "the value must be L̂_K = logsumexp(log w) − log K; a surrogate that only has the "
-                     "right gradient is not enough (add value.detach() − surrogate.detach())")
+                     "right gradient is not enough (return value.detach() + s − s.detach() for your surrogate s)")
             if not got.requires_grad:
                 raise SurrogateCheckError(f"{case}: your output has no gradient (computed under no_grad, "
                                           "or everything detached)")
