@@ -191,6 +191,8 @@ FORBIDDEN = {
     "什么都不是": "不构成概率模型", "梯度更清晰": "信噪比", "梯度更模糊": "信噪比",
     "nats/图像": "每张图像", "每图像": "每张图像", "n/a": "不适用", "零之外": "与零的距离",
     "挂钟时间": "墙钟时间",
+    # the full read of 2026-12-07 (issue 22 item 2)
+    "倍标准误": "个标准误", "负载均值": "负载平均值",
 }
 # calques that a fixed string cannot catch: pattern -> what the glossary says instead
 FORBIDDEN_PATTERNS = {
