@@ -177,8 +177,13 @@ def _halved_after(schedule, epoch):
     return lambda t: schedule(t) if t <= epoch else 0.5 * schedule(t)
 
 
+def validation_elbo(model, valid, device) -> float:
+    """Mean ELBO (nats per image) on the validation images, binarised once with seed 0: the selection score."""
+    return float(vt.evaluate.per_example_bounds(model, valid, k=1, seed=0, device=device)["elbo"].mean())
+
+
 def train_for_budgets(make_model, train, device, budgets_cpu_s, *, max_epochs=2000, on_snapshot=None,
-                      on_epoch=None, lr=1e-3, **kw):
+                      on_epoch=None, lr=1e-3, valid=None, **kw):
     """Train whole epochs on the CPU-time clock; call ``on_snapshot(budget, model, stats)`` at each budget.
 
     ``fit`` is called once per epoch and resumes from its own checkpoint, which gives the
@@ -197,10 +202,15 @@ def train_for_budgets(make_model, train, device, budgets_cpu_s, *, max_epochs=20
 
     ``on_epoch(epoch, model, stats)``, if given, is called after every epoch with the live
     model (copy it to keep it); its own time is not on the clock.
+
+    ``valid`` (the literature's protocol): after every epoch the validation ELBO is computed
+    off the clock, and each budget's snapshot is the epoch with the best validation ELBO
+    so far (early stopping's choice of snapshot; ``stats["selected_epoch"]``,
+    ``stats["valid_elbo"]``), not necessarily the last one.
     """
     budgets = sorted(budgets_cpu_s)
     schedule = lr if callable(lr) else (lambda t, lr=lr: lr)
-    halved, diverged = [], None
+    halved, diverged, best = [], None, None
     cpu = wall = 0.0
     c0, w0 = time.process_time(), time.perf_counter()
     torch.manual_seed(0)
@@ -235,19 +245,35 @@ def train_for_budgets(make_model, train, device, budgets_cpu_s, *, max_epochs=20
                 dc = time.process_time() - c0
                 cpu, wall, longest = cpu + dc, wall + time.perf_counter() - w0, max(longest, dc)
                 print(f"  epoch {epoch:4d}: {cpu / 60:6.1f} CPU-min, {wall / 60:6.1f} wall-min", flush=True)
+                if valid is not None:
+                    score = validation_elbo(model, valid, device)
+                    print(f"             validation ELBO {score:.2f}", flush=True)
+                    if best is None or score > best[1]:
+                        best = (epoch, score, copy.deepcopy(model.state_dict()))
                 if on_epoch is not None:
                     on_epoch(epoch, model, _stats(epoch, cpu, wall, halved, diverged))
             snap = copy.deepcopy(model)
             snap.trained_epochs = epoch
+            stats = _stats(epoch, cpu, wall, halved, diverged)
+            if best is not None:
+                snap.load_state_dict(best[2])
+                stats.update(selected_epoch=best[0], valid_elbo=best[1])
             if on_snapshot is not None:
-                on_snapshot(budget, snap, _stats(epoch, cpu, wall, halved, diverged))
+                on_snapshot(budget, snap, stats)
     return model
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", default="peer,mlp,hvae", help="comma-separated subset of " + ", ".join(ROWS))
-    ap.add_argument("--k", type=int, default=1000, help="importance samples for the test NLL")
+    ap.add_argument("--k", type=int, default=None,
+                    help="importance samples for the test NLL (default 1000; 5000 with --protocol literature)")
+    ap.add_argument("--k-also", default="",
+                    help="comma-separated further k: each row also gets test_nll_k<k> (e.g. 1000 beside 5000)")
+    ap.add_argument("--protocol", choices=("book", "literature"), default="book",
+                    help="book: train on all 60k images, snapshot = last epoch; literature: the Exemplar VAE "
+                         "paper's protocol, a 50k/10k train/validation split (seeded), the snapshot with the "
+                         "best validation ELBO within each budget, k = 5000 by default")
     ap.add_argument("--test-n", type=int, default=10000, help="number of test images")
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: 2k train images, budgets of 0.05 and 0.1 minutes, "
@@ -280,7 +306,7 @@ def main(argv=None) -> int:
         old["rows"] = [r for r in old["rows"] if r["name"] not in drop]
         for r in old["rows"]:
             r.setdefault("threads", old["threads"])
-        old.update(_described(old["train_n"], old["threads"]))
+        old.update(_described(old["train_n"], old["threads"], old.get("valid_n")))
         write_result(args.out, old)
         print("refreshed", args.out, "(dropped: %s)" % (", ".join(sorted(drop)) or "none"))
         return 0
@@ -289,9 +315,16 @@ def main(argv=None) -> int:
     train = vt.load_dataset("fashion-mnist", "train", binarize="dynamic")
     test = vt.load_dataset("fashion-mnist", "test", binarize="dynamic")
     minutes = sorted(float(m) for m in args.budget_minutes.split(","))
-    k, test_n = args.k, args.test_n
+    k = args.k if args.k is not None else (5000 if args.protocol == "literature" else 1000)
+    k_also = [int(x) for x in args.k_also.split(",") if x]
+    test_n = args.test_n
+    valid = None
+    if args.protocol == "literature":
+        train, valid = split_train_valid(train)
     if args.quick:
         train, minutes, k, test_n = train.subset(2000), [0.05, 0.1], 10, 500
+        k_also = [5] if k_also else []
+        valid = None if valid is None else valid.subset(500)
     results = []
     if args.append and Path(args.out).exists():
         import json
@@ -314,12 +347,20 @@ def main(argv=None) -> int:
                "train_wall_seconds": round(stats["train_wall_seconds"], 1),
                "eval_cpu_seconds": round(time.process_time() - c0, 1),
                "eval_wall_seconds": round(time.perf_counter() - w0, 1)}
+        if "selected_epoch" in stats:
+            row.update(selected_epoch=stats["selected_epoch"], valid_elbo=stats["valid_elbo"])
+        for kk in k_also:  # the same model with another k, e.g. k = 1000 beside the literature's 5000
+            c0, w0 = time.process_time(), time.perf_counter()
+            row[f"test_nll_k{kk}"] = vt.evaluate_model(model, test, k=kk, device=device, seed=0,
+                                                      max_examples=test_n)["nll"]
+            row[f"eval_k{kk}_cpu_seconds"] = round(time.process_time() - c0, 1)
+            row[f"eval_k{kk}_wall_seconds"] = round(time.perf_counter() - w0, 1)
         results.append(row)
         print(f"{name:9s} budget {budget_minutes} min  {row['epochs']:4d} epochs  −ELBO {row['test_neg_elbo']:7.2f}  "
               f"NLL {row['test_nll']:7.2f} nats  AU {row['active_units']}/{row['latent_dim']}  "
               f"train {row['train_cpu_seconds'] / 60:5.1f} CPU-min ({row['train_wall_seconds'] / 60:5.1f} wall)  "
               f"eval {row['eval_wall_seconds'] / 60:4.1f} min", flush=True)
-        _write(args.out, train, test, test_n, k, args, minutes, results)  # after every row: a killed run keeps its rows
+        _write(args.out, train, test, test_n, k, args, minutes, results, valid)  # a killed run keeps its rows
 
     if args.merge:
         import json
@@ -332,7 +373,7 @@ def main(argv=None) -> int:
                 continue
             seen = {(r["name"], r["budget_minutes"], r["epochs"]) for r in results}
             results += [r for r in other["rows"] if (r["name"], r["budget_minutes"], r["epochs"]) not in seen]
-        _write(args.out, train, test, test_n, k, args, minutes, results)
+        _write(args.out, train, test, test_n, k, args, minutes, results, valid)
         return 0
     if args.evaluate:
         done = {(r["name"], r["budget_minutes"]) for r in results}
@@ -376,7 +417,7 @@ def main(argv=None) -> int:
             train_peer_for_budgets(train, device, list(budgets), on_snapshot=on_snapshot, on_epoch=on_epoch)
         else:
             train_for_budgets(factory, train, device, list(budgets), on_snapshot=on_snapshot, on_epoch=on_epoch,
-                              **kw)
+                              valid=valid, **kw)
     for m in minutes:
         within = [r for r in results if r["budget_minutes"] is not None and r["budget_minutes"] <= m]
         if within and m in TARGETS:
@@ -398,9 +439,26 @@ def _add_nll_at_k(results, other, name):
                         f"eval_k{kk}_wall_seconds": r["eval_wall_seconds"]})
 
 
-def _described(train_n, threads):
+VALID_N = 10_000
+"""The literature's validation split: the last 10,000 of a seeded permutation of the 60,000 training images."""
+
+
+def split_train_valid(train):
+    """50,000 training and 10,000 validation images, as in the Exemplar VAE paper's configuration.
+
+    The permutation is seeded (``torch.Generator().manual_seed(0)``), so every row and every
+    re-run sees the same split.
+    """
+    perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))
+    return train.subset(perm[:-VALID_N]), train.subset(perm[-VALID_N:])
+
+
+def _described(train_n, threads, valid_n=None):
     """What a results file says about its protocol, the literature and the targets (shared with --refresh)."""
-    return {"split": f"all {train_n:,} training images; no validation split, no early stopping",
+    split = (f"all {train_n:,} training images; no validation split, no early stopping" if not valid_n else
+             f"{train_n:,} training + {valid_n:,} validation images (a seeded split of the 60,000); each budget's "
+             "snapshot is the epoch with the best validation ELBO so far")
+    return {"split": split,
             "clock": (f"training budget = CPU time of the training process (time.process_time(), all threads), "
                       f"{threads} PyTorch thread(s): M minutes on {CORES} cores = M x 60 x {CORES} CPU seconds; "
                       "evaluation not counted"),
@@ -409,13 +467,14 @@ def _described(train_n, threads):
             "literature": LITERATURE}
 
 
-def _write(path, train, test, test_n, k, args, minutes, results):
+def _write(path, train, test, test_n, k, args, minutes, results, valid=None):
     threads = torch.get_num_threads()
     out = {"machine": describe(), "data": "fashion-mnist, dynamically binarised",
            "train_n": len(train), "test_n": min(test_n, len(test)), "k": k, "seed": 0, "quick": args.quick,
            "budget_minutes": minutes, "cores": CORES, "threads": threads,
            "gpu_rows": "none: no GPU was available for these runs",
-           **_described(len(train), threads), "rows": results}
+           "protocol": args.protocol, "valid_n": 0 if valid is None else len(valid),
+           **_described(len(train), threads, 0 if valid is None else len(valid)), "rows": results}
     write_result(path, out)
 
 
