@@ -2,8 +2,11 @@
 
 Notation: encoder ``q_φ(z|x)``, decoder ``p_θ(x|z)``, prior ``p(z) = N(0, I)``.
 """
-from .device import get_device, seed_everything
-from .losses import (
+import importlib
+import sys
+
+from .training.device import get_device, seed_everything
+from .maths.losses import (
     ELBOTerms,
     bernoulli_log_likelihood,
     continuous_bernoulli_log_likelihood,
@@ -16,15 +19,36 @@ from .losses import (
     kl_standard_normal,
     reparameterize,
 )
-from .autoregressive import PixelCNNDecoder, PixelVAE
-from .models import VAE, Autoencoder, ConditionalVAE, ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
-from .train import History, fit, linear_warmup
-from . import autoregressive, check, data, evaluate, notebook, plots, ppca  # noqa: E402  (submodules as attributes)
-from .data import load_dataset
-from .diffusion import DiffusionModel, diffusion_bound
-from .evaluate import evaluate_model
-from .hierarchical import HierarchicalVAE
-from .notebook import glue
+from .models.autoregressive import PixelCNNDecoder, PixelVAE
+from .models.vae import VAE, Autoencoder, ConditionalVAE, ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
+from .training.train import History, fit, linear_warmup
+from . import check  # noqa: E402
+from .training.data import load_dataset
+from .models.diffusion import DiffusionModel, diffusion_bound
+from .evaluation.evaluate import evaluate_model
+from .models.hierarchical import HierarchicalVAE
+from .display.notebook import glue
+
+# Each module's place in the sub-packages. Until the package was grouped (issue 24) every module
+# sat at the top; their old names stay importable (``vt.losses``, ``vae_tutorial.train``,
+# ``from vae_tutorial.data import binarize``), so code written against them keeps working.
+MODULES = {
+    "losses": "maths.losses", "gradients": "maths.gradients", "ppca": "maths.ppca",
+    "autoregressive": "models.autoregressive", "diffusion": "models.diffusion",
+    "hierarchical": "models.hierarchical",
+    "data": "training.data", "device": "training.device", "distributed": "training.distributed",
+    "files": "training.files", "identity": "training.identity", "timing": "training.timing",
+    "train": "training.train",
+    "compare": "evaluation.compare", "evaluate": "evaluation.evaluate",
+    "aggregate_posterior": "analysis.aggregate_posterior", "amortisation": "analysis.amortisation",
+    "compression": "analysis.compression", "gradient_snr": "analysis.gradient_snr",
+    "notebook": "display.notebook", "plots": "display.plots", "widgets": "display.widgets",
+}
+"""Old top-level module name -> its module under the sub-packages (``models`` is now a sub-package
+that re-exports what the module ``models`` held)."""
+for _old, _new in MODULES.items():
+    globals()[_old] = sys.modules[f"{__name__}.{_old}"] = importlib.import_module(f".{_new}", __name__)
+del _old, _new
 
 __version__ = "0.1.0"
 

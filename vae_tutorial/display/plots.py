@@ -24,7 +24,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from .errors import (
+from ..errors import (
     ArgumentError,
     ArgumentTypeError,
     check_finite_parameters,
@@ -34,8 +34,8 @@ from .errors import (
     check_one_latent_vae,
     check_tensor,
 )
-from .models import Autoencoder, ConditionalVAE
-from .train import dataset_tensors
+from ..models.vae import Autoencoder, ConditionalVAE
+from ..training.data import dataset_tensors
 
 __all__ = [
     "decode_mean",
@@ -654,7 +654,7 @@ def plot_history(history, ax=None, title: str = "Training curves") -> Figure:
     """Per-epoch ELBO, reconstruction term and KL, train and (if recorded) valid.
 
     Args:
-        history: a :class:`~vae_tutorial.train.History` (or a dict of lists) with keys
+        history: a :class:`~vae_tutorial.training.train.History` (or a dict of lists) with keys
             ``train_elbo``, ``train_reconstruction``, ``train_kl`` and optionally ``valid_*``;
             missing keys are skipped.
         ax: ``None`` (a new figure with three panels) or a sequence of three axes.

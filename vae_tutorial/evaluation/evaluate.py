@@ -6,11 +6,11 @@ import math
 import torch
 from torch import Tensor
 
-from .data import binarize
-from .device import resolve_device
-from .errors import DataError, check_finite_parameters, check_images, check_int, check_model, check_seed, unchecked_data
-from .losses import elbo, estimate_log_likelihood
-from .train import _check_data_once, dataset_tensors
+from ..training.data import binarize
+from ..training.device import resolve_device
+from ..errors import DataError, check_finite_parameters, check_images, check_int, check_model, check_seed, unchecked_data
+from ..maths.losses import elbo, estimate_log_likelihood
+from ..training.data import _check_data_once, dataset_tensors
 
 __all__ = ["active_units", "bits_per_dim", "evaluate_model", "per_example_bounds", "reconstruction_error",
            "ACTIVE_UNIT_THRESHOLD"]

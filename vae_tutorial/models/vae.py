@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .losses import (
+from ..maths.losses import (
     bernoulli_log_likelihood,
     continuous_bernoulli_log_likelihood,
     discretized_logistic_log_likelihood,
@@ -23,7 +23,7 @@ from .losses import (
     gaussian_log_likelihood,
     reparameterize,
 )
-from .errors import ArgumentError, ArgumentTypeError, DataError, check_int, check_memory
+from ..errors import ArgumentError, ArgumentTypeError, DataError, check_int, check_memory
 
 __all__ = [
     "Autoencoder",
@@ -303,11 +303,14 @@ class Autoencoder(VAE):
     """The deterministic baseline: ``z = f(x)``, no posterior, no KL.
 
     The encoder may return a tensor ``(B, Z)`` or a ``(code, anything)`` pair (so an
-    :class:`MLPEncoder` can be reused; its second head is ignored). :func:`~vae_tutorial.losses.elbo`
+    :class:`MLPEncoder` can be reused; its second head is ignored). :func:`~vae_tutorial.maths.losses.elbo`
     on an autoencoder gives the reconstruction log-likelihood with ``kl = 0``.
     Decoding random codes is possible (:meth:`sample`) but not a generative model:
     nothing makes codes from ``N(0, I)`` look like training codes.
     """
+
+    deterministic_encoder = True
+    """No posterior ``q_φ(z|x)``: the functions that need one refuse it (``errors.check_model``)."""
 
     def __init__(self, encoder: nn.Module, decoder: nn.Module, likelihood: str = "bernoulli",
                  gaussian_logvar: float | str = 0.0):

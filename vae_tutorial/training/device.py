@@ -7,7 +7,7 @@ import random
 import numpy as np
 import torch
 
-from .errors import ArgumentTypeError, DeviceError, check_seed
+from ..errors import ArgumentTypeError, DeviceError, check_seed
 
 __all__ = ["get_device", "seed_everything", "resolve_device", "check_available"]
 

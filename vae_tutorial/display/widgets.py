@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .errors import ArgumentError, ArgumentTypeError, check_float, check_int
-from .models import ConditionalVAE, MLPDecoder
+from ..errors import ArgumentError, ArgumentTypeError, check_float, check_int
+from ..models.vae import ConditionalVAE, MLPDecoder
 from .plots import decode_mean, to_image_array
 
 __all__ = ["decode_to_png", "explorer_html", "latent_explorer"]
@@ -40,7 +40,7 @@ def decode_to_png(model, z, scale: int = 4, y=None) -> bytes:
 
     The grey-scale image ``(H, W)`` in ``[0, 1]`` is rounded to 8 bits and enlarged ``scale``
     times by pixel repetition (no smoothing), giving ``(scale·H, scale·W)`` pixels.
-    ``y`` is the class (int) for a :class:`~vae_tutorial.models.ConditionalVAE`.
+    ``y`` is the class (int) for a :class:`~vae_tutorial.models.vae.ConditionalVAE`.
     """
     from PIL import Image  # a dependency of matplotlib, so always present
 
@@ -68,7 +68,7 @@ _ACTIVATIONS = {nn.ReLU: "relu", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid", nn.Leak
 def _decoder_layers(model) -> list[tuple[str, nn.Module]] | None:
     """The decoder as a list of ``(op, module)`` that explorer.js can evaluate, or ``None``.
 
-    Only an :class:`~vae_tutorial.models.MLPDecoder` (``Linear`` layers and element-wise
+    Only an :class:`~vae_tutorial.models.vae.MLPDecoder` (``Linear`` layers and element-wise
     activations, its output reshaped to one grey-scale ``(1, H, W)`` image) qualifies.
     """
     decoder = getattr(model, "decoder", None)
@@ -145,12 +145,12 @@ def explorer_html(model, z, z0=None, span: float = 3.0, step: float = 0.05, dims
     The page gets the decoder's weights (base64; float16 when, on a set of probe codes, its
     pixels stay within ``HTML_TOLERANCE`` of PyTorch's float32 ones, float32 otherwise) and
     ``explorer.js``, which evaluates the decoder in plain JavaScript: sliders, reset, "random
-    z ~ p(z)" and, for a :class:`~vae_tutorial.models.ConditionalVAE`, a class menu all work
+    z ~ p(z)" and, for a :class:`~vae_tutorial.models.vae.ConditionalVAE`, a class menu all work
     with no kernel and no network. ``z`` ``(Z,)`` is the code shown first; ``z0`` (default
     ``z``) the one "reset" returns to. Other arguments as for :func:`latent_explorer`.
 
     Returns ``None`` for a decoder explorer.js cannot evaluate (anything but an
-    :class:`~vae_tutorial.models.MLPDecoder` of grey-scale images) or one with more than
+    :class:`~vae_tutorial.models.vae.MLPDecoder` of grey-scale images) or one with more than
     ``MAX_HTML_WEIGHTS`` parameters.
 
     For tests, the spec also holds ``check``: PyTorch's decoded mean for ``z`` (the page
@@ -281,13 +281,13 @@ def latent_explorer(model, z0=None, span: float = 3.0, step: float = 0.05, dims:
     """A widget that decodes the code set by sliders, one per latent dimension.
 
     Args:
-        model: a trained :class:`~vae_tutorial.models.VAE` (any device).
+        model: a trained :class:`~vae_tutorial.models.vae.VAE` (any device).
         z0: the starting code ``(Z,)``; default ``0``, the mean of ``p(z) = N(0, I)``.
         span: each slider runs over ``[−span, span]`` (3: ±3 prior standard deviations).
         step: slider resolution.
         dims: sliders for the first ``dims`` coordinates (default all, at most 16); the
             others stay at their ``z0`` values.
-        y: starting class for a :class:`~vae_tutorial.models.ConditionalVAE` (a class menu is added).
+        y: starting class for a :class:`~vae_tutorial.models.vae.ConditionalVAE` (a class menu is added).
         scale: pixel enlargement of the picture (see :func:`decode_to_png`).
         classes: class names for the menu of a conditional model.
         seed: seed of the "random z ~ p(z)" button (reproducible draws).
@@ -298,7 +298,7 @@ def latent_explorer(model, z0=None, span: float = 3.0, step: float = 0.05, dims:
         ``reset()``, ``randomize()`` and ``html()`` (:func:`explorer_html` for the current
         code, or ``None``). The picture for ``z0`` is drawn at construction, so a saved
         notebook shows it. Displayed, its output holds both the live widget and, for an
-        :class:`~vae_tutorial.models.MLPDecoder`, the HTML version that needs no kernel.
+        :class:`~vae_tutorial.models.vae.MLPDecoder`, the HTML version that needs no kernel.
     """
     w = ipywidgets
     if not isinstance(model, nn.Module) or not isinstance(getattr(model, "latent_dim", None), int):

@@ -1,4 +1,4 @@
-"""Data-parallel training with ``torch.distributed``: what :func:`~vae_tutorial.train.fit` does under ``torchrun``.
+"""Data-parallel training with ``torch.distributed``: what :func:`~vae_tutorial.training.train.fit` does under ``torchrun``.
 
 ``torchrun --nproc-per-node W script.py`` starts W processes (one per core with the gloo
 backend on a CPU, one per GPU with NCCL) and tells each its rank ``r`` through the
@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .errors import VAETutorialError
+from ..errors import VAETutorialError
 
 __all__ = [
     "DistributedError",
@@ -222,7 +222,7 @@ def shard(idx: Tensor, w: World) -> tuple[Tensor, float]:
 
 def check_shards(w: World, n: int, batch_size: int) -> None:
     """Refuse a global batch (the last one included) with fewer images than processes."""
-    from .errors import ArgumentError
+    from ..errors import ArgumentError
 
     last = n % batch_size or batch_size
     if w.active and min(batch_size, last) < w.size:

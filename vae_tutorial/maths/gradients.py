@@ -22,7 +22,7 @@ from typing import Callable, NamedTuple
 import torch
 from torch import Tensor
 
-from .errors import ArgumentError, ArgumentTypeError, check_int
+from ..errors import ArgumentError, ArgumentTypeError, check_int
 from .losses import reparameterize
 
 __all__ = ["GradientSamples", "pathwise_gradient", "score_function_gradient"]
@@ -110,7 +110,7 @@ def pathwise_gradient(f: Objective, mu: Tensor, logvar: Tensor, n: int,
                       generator: torch.Generator | None = None) -> GradientSamples:
     """Pathwise (reparameterisation) estimates of ``∇_{μ, log σ²} E_{N(z; μ, σ²)}[f(z)]``.
 
-    With ``z = μ + σ ε`` (:func:`~vae_tutorial.losses.reparameterize`) autograd gives, per draw,
+    With ``z = μ + σ ε`` (:func:`~vae_tutorial.maths.losses.reparameterize`) autograd gives, per draw,
     ``∂f/∂μ_j = ∂f/∂z_j`` and ``∂f/∂ log σ_j² = ∂f/∂z_j · ½ σ_j ε_j``.
 
     Each row of ``f``'s output must depend only on the same row of its input (true of

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .errors import ArgumentError, ArgumentTypeError, DataError, check_images, check_unit_interval
+from ..errors import ArgumentError, ArgumentTypeError, DataError, check_images, check_unit_interval
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -316,11 +316,11 @@ def elbo(model, x: Tensor, beta: float = 1.0, *, y: Tensor | None = None,
     ``KL(q_φ(z|x) ‖ p_θ(z|x))``. Training minimises ``−ELBO`` averaged over a batch.
 
     Args:
-        model: a :class:`~vae_tutorial.models.VAE` (or anything with ``encode``,
+        model: a :class:`~vae_tutorial.models.vae.VAE` (or anything with ``encode``,
             ``decode`` and ``log_likelihood``). A model with an
             ``elbo_terms(x, beta, *cond, generator=)`` method computes its own terms
             (hierarchical and autoregressive models do). For an
-            :class:`~vae_tutorial.models.Autoencoder` the code is deterministic, the
+            :class:`~vae_tutorial.models.vae.Autoencoder` the code is deterministic, the
             KL is 0 and the "ELBO" is just the reconstruction log-likelihood.
         x: ``(B, ...)`` data batch.
         beta: weight of the KL term (β-VAE); ``1.0`` gives the ELBO.

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from .evaluate import per_example_bounds  # noqa: F401  (one implementation, re-exported here)
-from .errors import ArgumentError, check_tensor
+from ..errors import ArgumentError, check_tensor
 
 __all__ = ["edge_energy", "mean_se"]  # per_example_bounds is documented in evaluate
 

@@ -19,8 +19,8 @@ a decoder the ELBO ``E_q[log p_θ(x|z)] − KL(q_φ(z|x) ‖ p(z))`` is often ma
   of the Variational Lossy Autoencoder, Chen et al. 2017). ``z`` enters every layer as
   a feature map, as in PixelVAE (Gulrajani et al. 2017).
 * :class:`PixelVAE` pairs it with an encoder and implements the hooks of
-  :func:`~vae_tutorial.losses.elbo` and :func:`~vae_tutorial.losses.iwae_bound`, so
-  :func:`~vae_tutorial.train.fit` and :func:`~vae_tutorial.evaluate.evaluate_model`
+  :func:`~vae_tutorial.maths.losses.elbo` and :func:`~vae_tutorial.maths.losses.iwae_bound`, so
+  :func:`~vae_tutorial.training.train.fit` and :func:`~vae_tutorial.evaluation.evaluate.evaluate_model`
   train and score it like any other VAE. Its option ``rate_floor`` caps the posterior
   variance below the prior's, so that ``KL(q_φ(z|x) ‖ p(z)) ≥ δ`` for every ``x``: the
   committed rate of the δ-VAE (Razavi et al. 2019), in its simplest form.
@@ -37,8 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .errors import ArgumentError, ArgumentTypeError, check_float, check_int, check_memory
-from .losses import (
+from ..errors import ArgumentError, ArgumentTypeError, check_float, check_int, check_memory
+from ..maths.losses import (
     ELBOTerms,
     bernoulli_log_likelihood,
     gaussian_log_likelihood,
@@ -230,7 +230,7 @@ class PixelVAE(nn.Module):
     pass per pixel.
 
     Args:
-        encoder: module ``x -> (μ, log σ²)``, each ``(B, Z)`` (e.g. :class:`~vae_tutorial.models.MLPEncoder`).
+        encoder: module ``x -> (μ, log σ²)``, each ``(B, Z)`` (e.g. :class:`~vae_tutorial.models.vae.MLPEncoder`).
         decoder: a :class:`PixelCNNDecoder`.
         rate_floor: ``δ ≥ 0``, nats per example. When positive, the posterior variance of
             each of the ``Z`` dimensions is capped at the ``s`` of
@@ -242,7 +242,7 @@ class PixelVAE(nn.Module):
             of objective such as ``max(KL, δ)``.
 
     ``fit``, ``elbo``, ``iwae_bound`` and ``evaluate_model`` use :meth:`elbo_terms` and
-    :meth:`log_importance_weights`; free bits and β schedules work as for :class:`~vae_tutorial.models.VAE`.
+    :meth:`log_importance_weights`; free bits and β schedules work as for :class:`~vae_tutorial.models.vae.VAE`.
     """
 
     likelihood = "bernoulli"
@@ -276,7 +276,7 @@ class PixelVAE(nn.Module):
     def decode(self, z: Tensor, x: Tensor) -> Tensor:
         """Teacher-forced logits ``ℓ_i`` of ``p_θ(x_i = 1 | x_{<i}, z)``, ``(B, 1, H, W)``.
 
-        Unlike :meth:`vae_tutorial.models.VAE.decode` this needs the image ``x``: an
+        Unlike :meth:`vae_tutorial.models.vae.VAE.decode` this needs the image ``x``: an
         autoregressive decoder's distribution over pixel ``i`` depends on the pixels
         before it. (To generate, use :meth:`sample`.)
         """
@@ -346,7 +346,7 @@ class PixelVAE(nn.Module):
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """Generate ``n`` binary images: ``z ~ p(z)``, then ``x ~ p_θ(x|z)`` pixel by pixel; ``(n, 1, H, W)``.
 
-        Unlike :meth:`vae_tutorial.models.VAE.sample` (which returns the decoder's mean)
+        Unlike :meth:`vae_tutorial.models.vae.VAE.sample` (which returns the decoder's mean)
         these are samples: an autoregressive decoder's mean image has no closed form.
         """
         was_training = self.training

@@ -21,8 +21,8 @@ import math
 import torch
 from torch import Tensor
 
-from .errors import ArgumentError, check_int, check_tensor
-from .losses import LOG_2PI, kl_standard_normal, reparameterize
+from ..errors import ArgumentError, check_int, check_tensor
+from ..maths.losses import LOG_2PI, kl_standard_normal, reparameterize
 
 __all__ = ["elbo_surgery", "log_aggregate_posterior"]
 

@@ -66,8 +66,8 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from .errors import ArgumentError, ArgumentTypeError, check_float, check_int, check_memory
-from .losses import (
+from ..errors import ArgumentError, ArgumentTypeError, check_float, check_int, check_memory
+from ..maths.losses import (
     LOG_2PI,
     ELBOTerms,
     _chunk_size,
@@ -75,7 +75,7 @@ from .losses import (
     gaussian_log_likelihood,
     reparameterize,
 )
-from .models import _as_shape, _mlp_parameters
+from .vae import _as_shape, _mlp_parameters
 
 __all__ = ["HierarchicalVAE", "INFERENCES", "MERGES", "LOGVAR_BOUND", "precision_weighted_merge", "soft_clamp",
            "top_layer_rate_split"]
@@ -266,13 +266,13 @@ class HierarchicalVAE(nn.Module):
     With ``L = 1`` both inference kinds are the one-layer VAE
     ``q_φ(z_1|x) = N(μ_φ(x), σ_φ²(x))``, ``p(z_1) = N(0, I)``.
 
-    Methods follow :class:`~vae_tutorial.models.VAE`: :meth:`encode` returns the posterior
+    Methods follow :class:`~vae_tutorial.models.vae.VAE`: :meth:`encode` returns the posterior
     means and log-variances of all layers concatenated ``(B, Z_1 + … + Z_L)`` (so
-    :func:`~vae_tutorial.evaluate.active_units` counts units over all layers; slice with
+    :func:`~vae_tutorial.evaluation.evaluate.active_units` counts units over all layers; slice with
     :meth:`layer_slices`), :meth:`decode` maps ``z_1`` to logits. :meth:`elbo_terms` and
-    :meth:`log_importance_weights` are what :func:`~vae_tutorial.losses.elbo`,
-    :func:`~vae_tutorial.losses.iwae_bound`, :func:`~vae_tutorial.train.fit` and
-    :func:`~vae_tutorial.evaluate.evaluate_model` call.
+    :meth:`log_importance_weights` are what :func:`~vae_tutorial.maths.losses.elbo`,
+    :func:`~vae_tutorial.maths.losses.iwae_bound`, :func:`~vae_tutorial.training.train.fit` and
+    :func:`~vae_tutorial.evaluation.evaluate.evaluate_model` call.
     """
 
     likelihood = "bernoulli"
@@ -491,7 +491,7 @@ class HierarchicalVAE(nn.Module):
     def elbo_terms(self, x: Tensor, beta: float = 1.0, *, generator: torch.Generator | None = None) -> ELBOTerms:
         """One-sample ELBO with per-layer KL terms (module docstring).
 
-        Returns :class:`~vae_tutorial.losses.ELBOTerms` whose ``kl`` is the sum over layers
+        Returns :class:`~vae_tutorial.maths.losses.ELBOTerms` whose ``kl`` is the sum over layers
         and whose ``kl_per_dim`` ``(B, Z_1 + … + Z_L)`` concatenates the layers (so free bits
         and :meth:`layer_slices` work). ``elbo = reconstruction − beta · kl``.
         """

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor
 
-from .errors import (
+from ..errors import (
     ArgumentError,
     check_finite_parameters,
     check_float,
@@ -36,7 +36,7 @@ from .errors import (
     check_seed,
     check_tensor,
 )
-from .losses import (
+from ..maths.losses import (
     _check_batch,
     gaussian_log_likelihood,
     kl_standard_normal,
@@ -88,7 +88,7 @@ def gaussian_elbo(model, x: Tensor, mu: Tensor, logvar: Tensor, samples: int = 1
     ``E_q[log p_θ(x|z)] − KL(q ‖ p(z))``: the reconstruction term is averaged over
     ``samples`` reparameterised draws, the KL is in closed form. Differentiable in
     ``μ`` and ``log σ²``. With the encoder's own ``(μ, log σ²)`` and ``samples = 1`` it
-    is the same number as :func:`vae_tutorial.losses.elbo` given the same noise.
+    is the same number as :func:`vae_tutorial.maths.losses.elbo` given the same noise.
 
     Args:
         model: a VAE (``decode``, ``log_likelihood``).
@@ -177,7 +177,7 @@ def mixture_iwae_bound(model, x: Tensor, proposals: list[tuple[Tensor, Tensor]],
     ``r ≥ q_m / M`` everywhere, so a weight is never more than ``M`` times the smallest
     of the components' weights ``p_θ(x, z)/q_m(z)``: a broad component tames the heavy
     tail of the weights of a narrow one. With one proposal, the
-    encoder's ``(μ, log σ²)`` and the same noise this is :func:`vae_tutorial.losses.iwae_bound`.
+    encoder's ``(μ, log σ²)`` and the same noise this is :func:`vae_tutorial.maths.losses.iwae_bound`.
 
     Args:
         model: a VAE (``decode``, ``log_likelihood``).

@@ -22,7 +22,7 @@ import math
 import torch
 from torch import Tensor
 
-from .errors import ArgumentError, ArgumentTypeError, check_int, check_tensor
+from ..errors import ArgumentError, ArgumentTypeError, check_int, check_tensor
 from .losses import LOG_2PI, gaussian_log_likelihood, kl_standard_normal, reparameterize
 
 __all__ = ["LinearGaussian"]
@@ -199,7 +199,7 @@ class LinearGaussian:
         """Monte Carlo ELBO ``(1/S) Σ_s log p_θ(x|z_s) − KL(q ‖ p(z))``, ``z_s ~ q``.
 
         The KL is in closed form; only the reconstruction term is sampled (with
-        :func:`~vae_tutorial.losses.reparameterize`, as a VAE does).
+        :func:`~vae_tutorial.maths.losses.reparameterize`, as a VAE does).
 
         Returns:
             ``(estimate (B,), standard_error (B,))``.

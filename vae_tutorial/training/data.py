@@ -41,6 +41,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import weakref
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,7 +52,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, TensorDataset
 
-from .errors import ArgumentError, DataError, VAETutorialError, check_float, check_int, check_seed, check_unit_interval
+from ..errors import (ArgumentError, ArgumentTypeError, DataError, VAETutorialError, check_data, check_float, check_int,
+                      check_seed, check_unit_interval)
 
 __all__ = [
     "DATASETS", "DATA_ENV", "MIRRORS_ENV", "BINARIZE_OPTIONS", "SPLITS", "DatasetError",
@@ -856,3 +858,73 @@ def sine_waves(n: int, length: int = 64, noise: float = 0.1, seed: int = 0,
     t = torch.arange(length, dtype=torch.float32) / length
     x = amp * torch.sin(2 * math.pi * freq * t + phase) + noise * torch.randn(n, length, generator=g)
     return TensorDataset(x, torch.cat([amp, freq, phase], dim=1))
+
+
+# ----------------------------------------------------------------------------- the tensors of a data set
+
+def _brief(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def dataset_tensors(data) -> tuple[Tensor, Tensor | None]:
+    """``(images, labels)`` tensors from a data set of ``(image, label)`` pairs.
+
+    Uses ``data.images``/``data.labels`` when present (our data sets, with no copy),
+    the tensors of a ``TensorDataset``, a bare tensor, or else stacks the items.
+    """
+    if isinstance(data, Tensor):
+        return data, None
+    if isinstance(data, np.ndarray):
+        if data.dtype.kind not in "biuf":
+            raise ArgumentTypeError(f"the data must be numbers (images), got a NumPy array of dtype {data.dtype}")
+        return torch.from_numpy(np.ascontiguousarray(data)), None
+    if isinstance(data, (str, bytes, os.PathLike)):
+        raise ArgumentTypeError(f"the data must be a data set or a tensor of images, got the {type(data).__name__} "
+                                f"{_brief(data)}; load a data set first, e.g. vt.load_dataset('digits')")
+    if isinstance(data, dict):
+        raise ArgumentTypeError(f"the data must be a data set or a tensor of images, got a dict with keys "
+                                f"{_brief(list(data))}; pass the images tensor itself, e.g. data['images']")
+    if hasattr(data, "images"):
+        return data.images, getattr(data, "labels", None)
+    if hasattr(data, "tensors"):
+        t = data.tensors
+        return t[0], (t[1] if len(t) > 1 else None)
+    if not (hasattr(data, "__len__") and hasattr(data, "__getitem__")):
+        raise ArgumentTypeError(f"the data must be a data set of (image, label) pairs or a tensor, "
+                                f"got {type(data).__name__}")
+    if len(data) == 0:
+        raise DataError("the data set is empty; there is nothing to train or evaluate on")
+    items = [data[i] for i in range(len(data))]
+    if isinstance(items[0], (tuple, list)):
+        return torch.stack([torch.as_tensor(a[0]) for a in items]), torch.as_tensor([int(a[1]) for a in items])
+    return torch.stack([torch.as_tensor(a) for a in items]), None
+
+
+# tensor → (its _version, ...) of the last check: a data set passed to fit again (the CLI trains
+# one epoch per call; benchmarks time repeated calls) is not scanned again unless it was modified.
+# (Keyed by id() with a weak reference to confirm identity: tensors cannot be dict keys by value.)
+_checked: dict[int, tuple] = {}
+
+
+def _memo_get(memo: dict, t: Tensor, key):
+    hit = memo.get(id(t))
+    return hit[2] if hit is not None and hit[0]() is t and hit[1] == key else None
+
+
+def _memo_put(memo: dict, t: Tensor, key, value) -> None:
+    if len(memo) > 32:  # forget dead entries (and, at worst, everything: it is only a cache)
+        for k in [k for k, v in memo.items() if v[0]() is None] or list(memo):
+            del memo[k]
+    memo[id(t)] = (weakref.ref(t), key, value)
+
+
+def _check_data_once(images, labels, likelihood, num_classes, name: str) -> None:
+    if not isinstance(images, Tensor):
+        raise ArgumentTypeError(f"{name} must hold a tensor of images, got {type(images).__name__}")
+    key = (images._version, likelihood, num_classes,
+           None if labels is None or num_classes is None else (id(labels), labels._version))
+    if _memo_get(_checked, images, key):
+        return
+    check_data(images, labels, likelihood=likelihood, num_classes=num_classes, name=name)
+    _memo_put(_checked, images, key, True)

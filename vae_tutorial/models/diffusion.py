@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .errors import ArgumentError, ArgumentTypeError, check_float, check_int, check_memory
-from .losses import (
+from ..errors import ArgumentError, ArgumentTypeError, check_float, check_int, check_memory
+from ..maths.losses import (
     ELBOTerms,
     _check_batch,
     bernoulli_log_likelihood,
@@ -393,7 +393,7 @@ def diffusion_bound(model: DiffusionModel, data, *, seed: int = 0, batch_size: i
                     device=None, max_examples: int | None = None) -> dict:
     """The full ``−ELBO`` of a :class:`DiffusionModel`, every one of its ``T`` terms evaluated.
 
-    The images are binarised exactly as :func:`~vae_tutorial.evaluate.evaluate_model`
+    The images are binarised exactly as :func:`~vae_tutorial.evaluation.evaluate.evaluate_model`
     binarises them with the same ``seed``. For each image the prior KL is exact, each of
     the ``T`` diffusion terms and the reconstruction use one draw of ``z_t ~ q(z_t|x)``
     (``T + 1`` network evaluations per image), so ``nll_bound`` is an unbiased estimate
@@ -406,7 +406,7 @@ def diffusion_bound(model: DiffusionModel, data, *, seed: int = 0, batch_size: i
         (``(T,)`` tensor, the mean of each diffusion term ``L_t``, ``t = 1 … T``), the
         per-image ``per_example`` ``(N,)`` ``−ELBO`` values, and ``n``, ``dims``.
     """
-    from .evaluate import _prepare
+    from ..evaluation.evaluate import _prepare
 
     if not isinstance(model, DiffusionModel):
         raise ArgumentError(f"diffusion_bound needs a DiffusionModel, got {type(model).__name__}")

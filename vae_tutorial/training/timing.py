@@ -13,8 +13,8 @@ import time
 
 import torch
 
-from .errors import ArgumentError
-from .losses import elbo, estimate_log_likelihood, iwae_bound
+from ..errors import ArgumentError
+from ..maths.losses import elbo, estimate_log_likelihood, iwae_bound
 
 __all__ = ["synchronize", "training_step_flops", "evaluation_flops", "training_throughput"]
 
@@ -32,7 +32,7 @@ def training_step_flops(model: torch.nn.Module, x: torch.Tensor, *, objective: s
                         iwae_k: int = 5) -> int:
     """Floating-point operations of one training step's forward and backward pass on ``x``.
 
-    The step is the one :func:`~vae_tutorial.train.fit` takes: the loss
+    The step is the one :func:`~vae_tutorial.training.train.fit` takes: the loss
     ``−ELBO = −E_q[log p_θ(x|z)] + KL(q_φ(z|x) ‖ p(z))`` (or, with ``objective="iwae"``, the
     negative IWAE bound ``−L_k`` with ``k = iwae_k``) averaged over the ``(B, ...)`` batch
     ``x``, then ``backward()``. PyTorch's ``torch.utils.flop_counter.FlopCounterMode``
@@ -61,7 +61,7 @@ def training_step_flops(model: torch.nn.Module, x: torch.Tensor, *, objective: s
 
 def evaluation_flops(model: torch.nn.Module, x: torch.Tensor, k: int) -> int:
     """Floating-point operations of the importance-sampled estimate ``L_k`` of ``log p_θ(x)``
-    on the ``(B, ...)`` batch ``x`` (:func:`~vae_tutorial.losses.estimate_log_likelihood`):
+    on the ``(B, ...)`` batch ``x`` (:func:`~vae_tutorial.maths.losses.estimate_log_likelihood`):
     one encoder pass and ``k`` decoder passes per image, counted as
     :func:`training_step_flops` counts them (no backward pass)."""
     x = x.to(_device(model, x))

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable, IO
 
-from .errors import ArgumentError, VAETutorialError
+from ..errors import ArgumentError, VAETutorialError
 
 
 class FileWriteError(VAETutorialError, OSError):

@@ -10,26 +10,23 @@ import hashlib
 import math
 import os
 import time
-import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from . import distributed
-from .data import binarize
+from .data import _brief, _check_data_once, _memo_get, _memo_put, binarize, dataset_tensors  # noqa: F401
 from .device import resolve_device
-from .errors import (
+from ..errors import (
     ArgumentError,
     ArgumentTypeError,
     CheckpointError,
     DataError,
     ResumeMismatchError,
     VAETutorialError,
-    check_data,
     check_float,
     check_images,
     check_int,
@@ -39,7 +36,7 @@ from .errors import (
 )
 from .files import atomic_write, check_writable
 from .identity import identity_differences, model_identity
-from .losses import ELBOTerms, elbo, iwae_bound
+from ..maths.losses import ELBOTerms, elbo, iwae_bound
 
 __all__ = ["History", "fit", "linear_warmup", "exponential_decay", "load_checkpoint", "save_checkpoint", "dataset_tensors",
            "NonFiniteLossError", "checkpoint_digest", "clean_stale_temporaries", "CHECKPOINT_KEYS"]
@@ -74,7 +71,7 @@ class History:
 
     def plot(self, ax=None):
         """Training curves (ELBO, reconstruction, KL per epoch); returns the figure."""
-        from .plots import plot_history
+        from ..display.plots import plot_history
 
         return plot_history(self, ax=ax)
 
@@ -148,75 +145,7 @@ def _same_beta(trace, beta, epochs_done: int) -> bool:
                for j in range(n))
 
 
-def _brief(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-# ----------------------------------------------------------------------------- data
-
-def dataset_tensors(data) -> tuple[Tensor, Tensor | None]:
-    """``(images, labels)`` tensors from a data set of ``(image, label)`` pairs.
-
-    Uses ``data.images``/``data.labels`` when present (our data sets, with no copy),
-    the tensors of a ``TensorDataset``, a bare tensor, or else stacks the items.
-    """
-    if isinstance(data, Tensor):
-        return data, None
-    if isinstance(data, np.ndarray):
-        if data.dtype.kind not in "biuf":
-            raise ArgumentTypeError(f"the data must be numbers (images), got a NumPy array of dtype {data.dtype}")
-        return torch.from_numpy(np.ascontiguousarray(data)), None
-    if isinstance(data, (str, bytes, os.PathLike)):
-        raise ArgumentTypeError(f"the data must be a data set or a tensor of images, got the {type(data).__name__} "
-                                f"{_brief(data)}; load a data set first, e.g. vt.load_dataset('digits')")
-    if isinstance(data, dict):
-        raise ArgumentTypeError(f"the data must be a data set or a tensor of images, got a dict with keys "
-                                f"{_brief(list(data))}; pass the images tensor itself, e.g. data['images']")
-    if hasattr(data, "images"):
-        return data.images, getattr(data, "labels", None)
-    if hasattr(data, "tensors"):
-        t = data.tensors
-        return t[0], (t[1] if len(t) > 1 else None)
-    if not (hasattr(data, "__len__") and hasattr(data, "__getitem__")):
-        raise ArgumentTypeError(f"the data must be a data set of (image, label) pairs or a tensor, "
-                                f"got {type(data).__name__}")
-    if len(data) == 0:
-        raise DataError("the data set is empty; there is nothing to train or evaluate on")
-    items = [data[i] for i in range(len(data))]
-    if isinstance(items[0], (tuple, list)):
-        return torch.stack([torch.as_tensor(a[0]) for a in items]), torch.as_tensor([int(a[1]) for a in items])
-    return torch.stack([torch.as_tensor(a) for a in items]), None
-
-
-# tensor → (its _version, ...) of the last check: a data set passed to fit again (the CLI trains
-# one epoch per call; benchmarks time repeated calls) is not scanned again unless it was modified.
-# (Keyed by id() with a weak reference to confirm identity: tensors cannot be dict keys by value.)
-_checked: dict[int, tuple] = {}
-_identities: dict[int, tuple] = {}
-
-
-def _memo_get(memo: dict, t: Tensor, key):
-    hit = memo.get(id(t))
-    return hit[2] if hit is not None and hit[0]() is t and hit[1] == key else None
-
-
-def _memo_put(memo: dict, t: Tensor, key, value) -> None:
-    if len(memo) > 32:  # forget dead entries (and, at worst, everything: it is only a cache)
-        for k in [k for k, v in memo.items() if v[0]() is None] or list(memo):
-            del memo[k]
-    memo[id(t)] = (weakref.ref(t), key, value)
-
-
-def _check_data_once(images, labels, likelihood, num_classes, name: str) -> None:
-    if not isinstance(images, Tensor):
-        raise ArgumentTypeError(f"{name} must hold a tensor of images, got {type(images).__name__}")
-    key = (images._version, likelihood, num_classes,
-           None if labels is None or num_classes is None else (id(labels), labels._version))
-    if _memo_get(_checked, images, key):
-        return
-    check_data(images, labels, likelihood=likelihood, num_classes=num_classes, name=name)
-    _memo_put(_checked, images, key, True)
+_identities: dict[int, tuple] = {}  # images -> digest, memoised like the data check
 
 
 def _data_identity(images: Tensor, labels: Tensor | None) -> str:
@@ -302,7 +231,7 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
     """Write ``state`` with ``torch.save`` atomically: a temporary file, then a rename.
 
     A run killed while saving, or a full disk, leaves the previous checkpoint intact
-    (:func:`vae_tutorial.files.atomic_write`; a full disk raises ``FileWriteError``, an
+    (:func:`vae_tutorial.training.files.atomic_write`; a full disk raises ``FileWriteError``, an
     ``OSError`` naming the file). A ``digest``
     entry (:func:`checkpoint_digest`) is added so that :func:`load_checkpoint` can
     tell a damaged file (a flipped byte) from a good one.
@@ -436,10 +365,10 @@ def fit(model: torch.nn.Module, train, *, epochs: int, batch_size: int = 128, lr
     over pixels, KL summed over latent dimensions).
 
     Args:
-        model: a :class:`~vae_tutorial.models.VAE` (or ``Autoencoder``,
+        model: a :class:`~vae_tutorial.models.vae.VAE` (or ``Autoencoder``,
             ``ConditionalVAE``: labels are then used as conditions).
         train: data set of ``(image, label)`` pairs (e.g. from
-            :func:`~vae_tutorial.data.load_dataset`); a data set with
+            :func:`~vae_tutorial.training.data.load_dataset`); a data set with
             ``binarize == "dynamic"`` is re-binarised every epoch.
         epochs: total number of epochs (a resumed run continues up to this).
         batch_size: mini-batch size.
@@ -448,7 +377,7 @@ def fit(model: torch.nn.Module, train, *, epochs: int, batch_size: int = 128, lr
         beta: KL weight, a constant or a schedule ``t ↦ β`` of the fractional epoch
             (see :func:`linear_warmup`).
         valid: optional validation data set; its ELBO (β = 1) is recorded each epoch.
-        device: where to train; default :func:`~vae_tutorial.device.get_device`.
+        device: where to train; default :func:`~vae_tutorial.training.device.get_device`.
         seed: seeds shuffling, binarisation and the reparameterisation noise.
         progress: show ``tqdm.auto`` progress bars; they are always off when the
             ``$CI`` environment variable is set, so executed notebooks are stable.
@@ -464,7 +393,7 @@ def fit(model: torch.nn.Module, train, *, epochs: int, batch_size: int = 128, lr
             negative; λ then clamps those estimates, not a per-unit KL.
         objective: ``"elbo"`` or ``"iwae"`` (train on the importance-weighted bound
             with ``iwae_k`` samples).
-        elbo_fn: replaces :func:`~vae_tutorial.losses.elbo` in the ``"elbo"`` objective;
+        elbo_fn: replaces :func:`~vae_tutorial.maths.losses.elbo` in the ``"elbo"`` objective;
             same signature ``(model, x, beta, *, y, generator) -> ELBOTerms``. The book
             uses it to train deliberately broken losses; leave it ``None``.
         grad_clip: if set, ``c > 0``: before each update the gradient is rescaled to
@@ -482,7 +411,7 @@ def fit(model: torch.nn.Module, train, *, epochs: int, batch_size: int = 128, lr
     data-parallel with DistributedDataParallel, gloo on CPU and NCCL on GPU: ``batch_size``
     is the global batch, every process takes its share of each step's batch, rank 0 alone
     reads and writes ``checkpoint`` (resumable only at the same W) and an error in one process
-    stops all of them. See :mod:`vae_tutorial.distributed` for the exact semantics.
+    stops all of them. See :mod:`vae_tutorial.training.distributed` for the exact semantics.
 
     Returns:
         The :class:`History` of per-epoch numbers.

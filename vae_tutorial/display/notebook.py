@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 
-from .errors import ArgumentTypeError
+from ..errors import ArgumentTypeError
 
 SOLUTIONS_ENV = "VAE_TUTORIAL_SOLUTIONS"
 SOLUTION_TITLE = "# @title Solution"

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .errors import (
+from ..errors import (
     ArgumentError,
     DataError,
     check_finite_parameters,
@@ -231,7 +231,7 @@ def _binary_images(model, images, what: str) -> Tensor:
     if not bool(((images == 0) | (images == 1)).all()):
         odd = images[(images != 0) & (images != 1)].flatten()[0].item()
         raise DataError(f"images: {what} codes binary images losslessly, but a pixel is {odd:g}, "
-                        "neither 0 nor 1; binarise the images first (vae_tutorial.data.binarize)")
+                        "neither 0 nor 1; binarise the images first (vae_tutorial.training.data.binarize)")
     return images
 
 
@@ -472,7 +472,7 @@ def lossless_baselines(images: np.ndarray) -> dict[str, float]:
                         f"shape {raw.shape}; drop the channel dimension (images[:, 0])")
     if not np.isin(raw, (0, 1)).all():
         raise DataError("images: lossless_baselines compresses binary images, but some pixels are neither 0 nor "
-                        "1 (False/True); binarise them first (vae_tutorial.data.binarize)")
+                        "1 (False/True); binarise them first (vae_tutorial.training.data.binarize)")
     images = raw.astype(bool)
     n = len(images)
 

@@ -15,15 +15,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .errors import (
+from ..errors import (
     ArgumentTypeError,
     check_finite_parameters,
     check_images,
     check_int,
     check_model,
 )
-from .losses import _check_batch, iwae_bound
-from .models import Autoencoder
+from ..maths.losses import _check_batch, iwae_bound
+from ..models.vae import Autoencoder
 
 __all__ = ["iwae_gradient_snr"]
 
