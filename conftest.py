@@ -2,7 +2,7 @@
 
 nbval runs every chapter's kernel with this process's environment: solution cells run there
 (and their asserts are checked), although "Run all" in Jupyter or Colab skips them
-(see vae_tutorial/notebook.py).
+(see vae_tutorial/display/notebook.py).
 """
 import os
 

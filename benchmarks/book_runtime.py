@@ -72,7 +72,7 @@ def main(argv=None) -> int:
                     help="run even if the load average is above one per core (the result is flagged)")
     args = ap.parse_args(argv)
     os.environ.setdefault("CI", "true")
-    # Solution cells run, as in the book build and under nbval (vae_tutorial/notebook.py).
+    # Solution cells run, as in the book build and under nbval (vae_tutorial/display/notebook.py).
     os.environ.setdefault("VAE_TUTORIAL_SOLUTIONS", "run")
     # One thread per kernel, as in CI (.ci/run); the kernels inherit this environment.
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):

@@ -24,7 +24,7 @@ so the snapshot at 10 minutes is exactly the model a 10-minute run would have pr
 
 Rows: the pytorch/examples recipe (784-400-20, Adam 1e-3, batch 128, its own DataLoader
 loop; whole epochs on the same budget clock as the book's models), the book's one-layer
-MLP VAE (ELBO and IWAE objectives), and hierarchical VAEs (``vae_tutorial.hierarchical``).
+MLP VAE (ELBO and IWAE objectives), and hierarchical VAEs (``vae_tutorial.models.hierarchical``).
 Targets on a 2-core CPU: the best model within 10 minutes ≤ 228.7 nats (the literature's
 fully trained one-layer VAE) and within 60 minutes ≤ 225.4 nats (its two-level
 ConvHVAE); see ``LITERATURE``, which also records the published protocol.
@@ -51,8 +51,8 @@ import peer  # noqa: E402
 from machine import describe, write_result  # noqa: E402
 
 import vae_tutorial as vt  # noqa: E402
-from vae_tutorial.timing import synchronize  # noqa: E402
-from vae_tutorial.train import NonFiniteLossError, exponential_decay  # noqa: E402
+from vae_tutorial.training.timing import synchronize  # noqa: E402
+from vae_tutorial.training.train import NonFiniteLossError, exponential_decay  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CORES = 2

@@ -52,8 +52,8 @@ import peer  # noqa: E402  (the pytorch/examples model and loop)
 from machine import describe, load_average, refuse_loaded, write_result  # noqa: E402
 
 import vae_tutorial as vt  # noqa: E402
-from vae_tutorial.data import DatasetError  # noqa: E402
-from vae_tutorial.timing import synchronize  # noqa: E402
+from vae_tutorial.training.data import DatasetError  # noqa: E402
+from vae_tutorial.training.timing import synchronize  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "throughput.json"

@@ -7,7 +7,7 @@ import pytest
 @pytest.fixture
 def fashion_mnist_present():
     """Skip a test that needs the Fashion-MNIST files when they are not on this machine."""
-    from vae_tutorial.data import DatasetError, load_dataset
+    from vae_tutorial.training.data import DatasetError, load_dataset
 
     try:
         load_dataset("fashion-mnist", "test", download=False)

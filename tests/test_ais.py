@@ -1,4 +1,4 @@
-"""AIS and bidirectional Monte Carlo (vae_tutorial.ais) against exact log-likelihoods.
+"""AIS and bidirectional Monte Carlo (vae_tutorial.evaluation.ais) against exact log-likelihoods.
 
 References: a linear-Gaussian model, log p(x) = log N(x; b, WWᵀ + s²I) in closed form and the
 exact posterior N(M⁻¹Wᵀ(x − b), s²M⁻¹); a 1-D latent model with Bernoulli pixels, log p(x) by
@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import vae_tutorial as vt
-from vae_tutorial.ais import (
+from vae_tutorial.evaluation.ais import (
     ais,
     ais_log_likelihood,
     bdmc,

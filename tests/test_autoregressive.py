@@ -1,4 +1,4 @@
-"""vae_tutorial.autoregressive: causal masks, a normalised likelihood, sampling, bounds, fit."""
+"""vae_tutorial.models.autoregressive: causal masks, a normalised likelihood, sampling, bounds, fit."""
 import itertools
 import math
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import vae_tutorial as vt
-from vae_tutorial.autoregressive import (
+from vae_tutorial.models.autoregressive import (
     MaskedConv2d,
     PixelCNNDecoder,
     PixelVAE,

@@ -20,14 +20,14 @@ def test_machine_paths_are_shortened():
             "/root/.pyenv/versions/3.11.7/lib/python3.11/warnings.py:12: UserWarning: x\n"
             "/tmp/ipykernel_4242/3018.py:3: UserWarning: from a cell\n"
             "C:\\Users\\ana\\venv\\Lib\\site-packages\\torch\\nn\\init.py:1: Warning\n"
-            "/srv/book/vae_tutorial/train.py:10: Warning\n")
+            "/srv/book/vae_tutorial/training/train.py:10: Warning\n")
     got = nb_outputs.scrub_paths(text, roots=("/srv/book",))
     assert got.splitlines() == [
         "sklearn/linear_model/_logistic.py:470: ConvergenceWarning: lbfgs failed to converge",
         "python3.11/warnings.py:12: UserWarning: x",
         "<cell>:3: UserWarning: from a cell",
         "torch\\nn\\init.py:1: Warning",
-        "vae_tutorial/train.py:10: Warning",
+        "vae_tutorial/training/train.py:10: Warning",
     ]
     assert nb_outputs.scrub_paths("loss 1.5 at 3 s, see /usr/share/datasets") == "loss 1.5 at 3 s, see /usr/share/datasets"
 

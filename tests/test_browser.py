@@ -580,8 +580,8 @@ def test_explorer_html_matches_pytorch(chromium, kind):
     import numpy as np
     import torch
 
-    from vae_tutorial.plots import decode_mean, to_image_array
-    from vae_tutorial.widgets import latent_explorer
+    from vae_tutorial.display.plots import decode_mean, to_image_array
+    from vae_tutorial.display.widgets import latent_explorer
     model = _tiny_models()[kind]
     conditional = kind == "conditional"
     z0 = torch.tensor([0.4, -1.2] + ([2.5] if not conditional else []))

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from vae_tutorial import cli
-from vae_tutorial.train import load_checkpoint
+from vae_tutorial.training.train import load_checkpoint
 
 SMALL = ["--hidden", "32", "--latent-dim", "3", "--batch-size", "100"]
 

@@ -17,7 +17,7 @@ import torch
 
 from vae_tutorial import cli
 from vae_tutorial.errors import DeviceError
-from vae_tutorial.train import load_checkpoint, save_checkpoint
+from vae_tutorial.training.train import load_checkpoint, save_checkpoint
 
 TINY = ["--hidden", "16", "--latent-dim", "2", "--subset", "128", "--test-images", "32", "--device", "cpu"]
 

@@ -1,11 +1,11 @@
-"""Tests for vae_tutorial.compare and ConditionalVAE's label_scale."""
+"""Tests for vae_tutorial.evaluation.compare and ConditionalVAE's label_scale."""
 import math
 
 import pytest
 import torch
 
 import vae_tutorial as vt
-from vae_tutorial.compare import edge_energy, mean_se, per_example_bounds
+from vae_tutorial.evaluation.compare import edge_energy, mean_se, per_example_bounds
 
 
 def test_mean_se_matches_formula():

@@ -1,4 +1,4 @@
-"""Tests for vae_tutorial.compression: rANS, bits-back coding with a VAE, and the baselines."""
+"""Tests for vae_tutorial.analysis.compression: rANS, bits-back coding with a VAE, and the baselines."""
 import math
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""vae_tutorial.data: loading, binarisation, subsets, where files come from, and every failure path.
+"""vae_tutorial.training.data: loading, binarisation, subsets, where files come from, and every failure path.
 
 Nothing here touches the real user cache: every test gets its own ``$XDG_CACHE_HOME``, no
 ``$VAE_TUTORIAL_DATA`` and an empty system folder (the Debian test puts the real one back).
@@ -23,7 +23,7 @@ import torch
 import vae_tutorial
 from vae_tutorial.errors import ArgumentError
 from vae_tutorial import data
-from vae_tutorial.data import DatasetError, DatasetNotFoundError, load_dataset
+from vae_tutorial.training.data import DatasetError, DatasetNotFoundError, load_dataset
 
 REAL_SYSTEM_DIRS = data.SYSTEM_DATA_DIRS
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -475,7 +475,7 @@ def test_slow_headers_do_not_defeat_the_deadline(hostile, monkeypatch):  # N05
 
 
 class _CountingOS:
-    """``os`` for vae_tutorial.data, counting the bytes written to every file it opens."""
+    """``os`` for vae_tutorial.training.data, counting the bytes written to every file it opens."""
 
     def __init__(self):
         self.opened, self.writes = 0, []
@@ -551,7 +551,7 @@ def test_download_false_error_says_where_to_put_files(server):
 
 
 def test_sine_waves_shapes_factors_and_reproducibility():
-    from vae_tutorial.data import sine_waves
+    from vae_tutorial.training.data import sine_waves
 
     a = sine_waves(200, length=32, noise=0.0, seed=3)
     x, f = a.tensors

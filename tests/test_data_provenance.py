@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from vae_tutorial import data
-from vae_tutorial.data import DatasetError, load_dataset
+from vae_tutorial.training.data import DatasetError, load_dataset
 
 TRAIN_IMAGES, TRAIN_LABELS = data.DATASETS["mnist"].files["train"]
 TEST_IMAGES, TEST_LABELS = data.DATASETS["mnist"].files["test"]

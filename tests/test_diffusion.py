@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import vae_tutorial as vt
-from vae_tutorial.diffusion import (
+from vae_tutorial.models.diffusion import (
     DiffusionModel,
     diffusion_bound,
     diffusion_kl,

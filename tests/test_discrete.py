@@ -1,11 +1,11 @@
-"""vae_tutorial.discrete: Gumbel-max sampling, the concrete relaxation, REINFORCE, against enumeration."""
+"""vae_tutorial.maths.discrete: Gumbel-max sampling, the concrete relaxation, REINFORCE, against enumeration."""
 import math
 
 import pytest
 import scipy.stats
 import torch
 
-from vae_tutorial.discrete import (
+from vae_tutorial.maths.discrete import (
     ESTIMATORS,
     categorical_kl_uniform,
     check_gumbel_softmax,

@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 from scipy import stats
 
 import vae_tutorial as vt
-from vae_tutorial.losses import discretized_logistic_log_likelihood as dl_log_p
-from vae_tutorial.losses import discretized_logistic_mean
+from vae_tutorial.maths.losses import discretized_logistic_log_likelihood as dl_log_p
+from vae_tutorial.maths.losses import discretized_logistic_mean
 
 FAST = settings(max_examples=40, deadline=None, database=None)
 

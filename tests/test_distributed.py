@@ -1,4 +1,4 @@
-"""vae_tutorial.distributed: data-parallel ``fit`` under torch.distributed (gloo, 2 CPU processes).
+"""vae_tutorial.training.distributed: data-parallel ``fit`` under torch.distributed (gloo, 2 CPU processes).
 
 The processes are real: ``torch.multiprocessing`` with the spawn method for ``fit`` (one launch
 runs every scenario, to pay the start-up once) and ``python -m torch.distributed.run`` for the
@@ -20,7 +20,7 @@ import torch
 
 import vae_tutorial as vt
 from vae_tutorial import cli, distributed
-from vae_tutorial.distributed import World
+from vae_tutorial.training.distributed import World
 from vae_tutorial.errors import ArgumentError, ResumeMismatchError
 
 ROOT = Path(__file__).resolve().parents[1]

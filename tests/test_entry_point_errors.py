@@ -13,8 +13,8 @@ import torch
 
 from vae_tutorial import VAE, MLPDecoder, MLPEncoder, plots, widgets
 from vae_tutorial.errors import ArgumentError, ArgumentTypeError, VAETutorialError
-from vae_tutorial.gradients import pathwise_gradient, score_function_gradient
-from vae_tutorial.ppca import LinearGaussian
+from vae_tutorial.maths.gradients import pathwise_gradient, score_function_gradient
+from vae_tutorial.maths.ppca import LinearGaussian
 
 SIDE = 8
 Z = 2

@@ -86,9 +86,9 @@ def test_numpy_scalars_are_accepted_where_python_numbers_are():  # F60
 # ----------------------------------------------------------------- shapes and dtypes (root cause 4)
 
 def _models():
-    from vae_tutorial.autoregressive import PixelCNNDecoder, PixelVAE
-    from vae_tutorial.diffusion import DiffusionModel
-    from vae_tutorial.hierarchical import HierarchicalVAE
+    from vae_tutorial.models.autoregressive import PixelCNNDecoder, PixelVAE
+    from vae_tutorial.models.diffusion import DiffusionModel
+    from vae_tutorial.models.hierarchical import HierarchicalVAE
 
     return {
         "mlp": _vae(),
@@ -118,7 +118,7 @@ def test_images_of_another_shape_are_refused_before_any_work(name, entry):  # H1
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float16])
 def test_float64_and_half_batches_are_converted(dtype):  # H18, D29
-    from vae_tutorial.diffusion import DiffusionModel
+    from vae_tutorial.models.diffusion import DiffusionModel
 
     for model in (_vae(), DiffusionModel((1, 8, 8), steps=2, hidden=8)):
         x = torch.rand(4, 1, 8, 8).round().to(dtype)

@@ -343,7 +343,7 @@ def test_compare(values, shape, poison):
        seed=mostly(st.integers(0, 10), st.one_of(st.integers(-2, -1), odd_values)),
        image=mostly(st.just((1, 8, 8)), st.sampled_from([(1, 28, 28), (64,), (2, 8, 8)])))
 def test_inference_gaps(kind, steps, lr, samples, eval_samples, k, seed, image):
-    from vae_tutorial.amortisation import inference_gaps
+    from vae_tutorial.analysis.amortisation import inference_gaps
 
     x = torch.rand(2, *image).round()
     finite_numbers(outcome(lambda: inference_gaps(part_iii(kind), x, steps=steps, lr=lr, samples=samples,
@@ -356,7 +356,7 @@ def test_inference_gaps(kind, steps, lr, samples, eval_samples, k, seed, image):
        repeats=mostly(st.integers(2, 3), st.one_of(st.integers(-1, 1), odd_values, st.just(2.5))),
        image=mostly(st.just((1, 8, 8)), st.sampled_from([(1, 28, 28), (3,)])))
 def test_gradient_snr(kind, k, repeats, image):
-    from vae_tutorial.gradient_snr import iwae_gradient_snr
+    from vae_tutorial.analysis.gradient_snr import iwae_gradient_snr
 
     x = torch.rand(2, *image).round()
     finite_numbers(outcome(lambda: iwae_gradient_snr(part_iii(kind), x, k, repeats=repeats,

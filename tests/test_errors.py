@@ -23,7 +23,7 @@ from vae_tutorial.errors import (
     ResumeMismatchError,
     VAETutorialError,
 )
-from vae_tutorial.train import load_checkpoint, save_checkpoint
+from vae_tutorial.training.train import load_checkpoint, save_checkpoint
 
 FIT = dict(progress=False, device="cpu")
 
@@ -344,8 +344,8 @@ def test_stale_temporary_checkpoints_are_cleaned_on_the_next_run(small, tmp_path
 
 def test_the_data_check_runs_once_per_data_tensor_not_per_call(small, monkeypatch):
     calls = []
-    real = vt.train.check_data
-    monkeypatch.setattr(vt.train, "check_data", lambda *a, **k: (calls.append(1), real(*a, **k)))
+    real = vt.data.check_data
+    monkeypatch.setattr(vt.data, "check_data", lambda *a, **k: (calls.append(1), real(*a, **k)))
     images = small.images.clone()
     for _ in range(3):
         vt.fit(mlp_vae(), images, epochs=1, batch_size=64, **FIT)

@@ -22,11 +22,11 @@ from hypothesis import strategies as st
 
 import vae_tutorial as vt
 from vae_tutorial import autoregressive, diffusion, errors, hierarchical
-from vae_tutorial.autoregressive import MaskedConv2d, PixelCNNDecoder, causal_mask
-from vae_tutorial.diffusion import DiffusionModel, log_snr_schedule
+from vae_tutorial.models.autoregressive import MaskedConv2d, PixelCNNDecoder, causal_mask
+from vae_tutorial.models.diffusion import DiffusionModel, log_snr_schedule
 from vae_tutorial.errors import ArgumentError, ResumeMismatchError, VAETutorialError
-from vae_tutorial.files import FileWriteError, atomic_write, check_writable
-from vae_tutorial.hierarchical import HierarchicalVAE, _ConvDecoder, _ConvTrunk
+from vae_tutorial.training.files import FileWriteError, atomic_write, check_writable
+from vae_tutorial.models.hierarchical import HierarchicalVAE, _ConvDecoder, _ConvTrunk
 
 SMALL = (1, 8, 8)
 
@@ -182,10 +182,10 @@ def test_the_red_team_cases_under_a_3_gb_address_space_limit():  # H33–H36, as
     script = textwrap.dedent("""
         import resource
         resource.setrlimit(resource.RLIMIT_AS, (3 * 10**9, resource.getrlimit(resource.RLIMIT_AS)[1]))
-        from vae_tutorial.autoregressive import PixelCNNDecoder
-        from vae_tutorial.diffusion import DiffusionModel
+        from vae_tutorial.models.autoregressive import PixelCNNDecoder
+        from vae_tutorial.models.diffusion import DiffusionModel
         from vae_tutorial.errors import ArgumentError
-        from vae_tutorial.hierarchical import HierarchicalVAE
+        from vae_tutorial.models.hierarchical import HierarchicalVAE
         for build in (lambda: HierarchicalVAE.mlp((4, 2), hidden=(10**7, 8), in_features=(1, 8, 8)),
                       lambda: PixelCNNDecoder(3, (1, 8, 8), channels=10**6),
                       lambda: DiffusionModel((1, 8, 8), steps=4, hidden=10**7),

@@ -1,4 +1,4 @@
-"""STL, DReG and reweighted wake–sleep surrogates (vae_tutorial.estimators), against references.
+"""STL, DReG and reweighted wake–sleep surrogates (vae_tutorial.maths.estimators), against references.
 
 References: vt.iwae_bound with the same noise (values, decoder gradients, the IWAE encoder
 gradient); the estimators' formulas written out with autograd pieces (∂log w/∂z on a leaf z,
@@ -17,13 +17,13 @@ from torch import nn
 
 import vae_tutorial as vt
 from vae_tutorial.errors import ArgumentError, ArgumentTypeError
-from vae_tutorial.estimators import (
+from vae_tutorial.maths.estimators import (
     ESTIMATORS,
     SurrogateCheckError,
     check_dreg_surrogate,
     iwae_surrogate,
 )
-from vae_tutorial.gradient_snr import iwae_gradient_snr
+from vae_tutorial.analysis.gradient_snr import iwae_gradient_snr
 
 D, Z = 6, 2
 

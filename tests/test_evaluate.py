@@ -1,11 +1,11 @@
-"""vae_tutorial.evaluate: bits/dim, active units, reconstruction error, evaluate_model."""
+"""vae_tutorial.evaluation.evaluate: bits/dim, active units, reconstruction error, evaluate_model."""
 import math
 
 import pytest
 import torch
 
 import vae_tutorial as vt
-from vae_tutorial.evaluate import active_units, bits_per_dim, posterior_mean_variance, reconstruction_error
+from vae_tutorial.evaluation.evaluate import active_units, bits_per_dim, posterior_mean_variance, reconstruction_error
 
 SHAPE = (1, 8, 8)
 

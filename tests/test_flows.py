@@ -7,7 +7,7 @@ import torch
 
 import vae_tutorial as vt
 from vae_tutorial.errors import ArgumentError, VAETutorialError
-from vae_tutorial.flows import (
+from vae_tutorial.models.flows import (
     FlowVAE,
     PlanarFlow,
     check_flow_logdet,

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from vae_tutorial import reparameterize
-from vae_tutorial.gradients import GradientSamples, pathwise_gradient, score_function_gradient
+from vae_tutorial.maths.gradients import GradientSamples, pathwise_gradient, score_function_gradient
 
 ESTIMATORS = [score_function_gradient, pathwise_gradient]
 MU = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64)

@@ -1,4 +1,4 @@
-"""vae_tutorial.hierarchical: the L-layer VAE's bound, its per-layer KL terms, and the fit/evaluate hooks."""
+"""vae_tutorial.models.hierarchical: the L-layer VAE's bound, its per-layer KL terms, and the fit/evaluate hooks."""
 import math
 
 import pytest
@@ -6,7 +6,7 @@ import torch
 
 import vae_tutorial as vt
 from vae_tutorial.errors import ArgumentError, ArgumentTypeError
-from vae_tutorial.hierarchical import HierarchicalVAE
+from vae_tutorial.models.hierarchical import HierarchicalVAE
 
 KINDS = [("top_down", "precision"), ("top_down", "residual"), ("bottom_up", "precision")]
 
@@ -224,7 +224,7 @@ def test_bad_conv_channels_and_modules():
 
 
 def test_precision_weighted_merge_is_the_normalised_product():
-    from vae_tutorial.hierarchical import precision_weighted_merge
+    from vae_tutorial.models.hierarchical import precision_weighted_merge
 
     g = gen(2)
     mu_a, lv_a, mu_b, lv_b = (torch.randn(3, 4, generator=g, dtype=torch.float64) for _ in range(4))
@@ -242,7 +242,7 @@ def test_precision_weighted_merge_is_the_normalised_product():
 
 
 def test_top_layer_rate_split():
-    from vae_tutorial.hierarchical import top_layer_rate_split
+    from vae_tutorial.models.hierarchical import top_layer_rate_split
 
     x = binary(3)
     td = randomise(small("top_down"), scale=0.3)
@@ -273,7 +273,7 @@ def _extreme(model, scale=1e4):
 
 
 def test_soft_clamp_is_bounded_smooth_and_the_identity_near_zero():
-    from vae_tutorial.hierarchical import soft_clamp
+    from vae_tutorial.models.hierarchical import soft_clamp
 
     v = torch.cat([torch.linspace(-1e6, 1e6, 2001), torch.tensor([-1e30, 1e30, -0.5, 0.0, 0.5])]).requires_grad_()
     out = soft_clamp(v, 10.0)
@@ -287,7 +287,7 @@ def test_soft_clamp_is_bounded_smooth_and_the_identity_near_zero():
 
 @pytest.mark.parametrize("inference,merge", KINDS)
 def test_variances_stay_finite_and_positive_for_extreme_inputs(inference, merge):
-    from vae_tutorial.hierarchical import _split
+    from vae_tutorial.models.hierarchical import _split
 
     model = _extreme(small(inference, merge, dims=(6, 3, 2), hidden=(32, 16, 8)))
     b = model.logvar_bound
@@ -310,7 +310,7 @@ def test_variances_stay_finite_and_positive_for_extreme_inputs(inference, merge)
 
 
 def test_logvar_bound_is_an_argument_and_part_of_the_identity():
-    from vae_tutorial.identity import model_identity
+    from vae_tutorial.training.identity import model_identity
 
     assert HierarchicalVAE.mlp().logvar_bound == 10.0
     tight = _extreme(small(dims=(4, 2)))

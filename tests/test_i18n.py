@@ -365,7 +365,7 @@ def test_outputs_and_docstrings_are_not_messages():
     figure += caption
     output += [printed, figure]
     docstring = nodes.paragraph("Per-example terms", "Per-example terms")
-    docstring.source = "/x/vae_tutorial/losses.py:docstring of vae_tutorial.losses.elbo"
+    docstring.source = "/x/vae_tutorial/maths/losses.py:docstring of vae_tutorial.maths.losses.elbo"
     desc = addnodes.desc()
     field = nodes.field_name("Parameters", "Parameters")
     desc += field

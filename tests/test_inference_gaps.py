@@ -1,19 +1,19 @@
-"""vae_tutorial.amortisation, vae_tutorial.aggregate_posterior and vae_tutorial.gradient_snr."""
+"""vae_tutorial.analysis.amortisation, vae_tutorial.analysis.aggregate_posterior and vae_tutorial.analysis.gradient_snr."""
 import math
 
 import pytest
 import torch
 
 import vae_tutorial as vt
-from vae_tutorial.aggregate_posterior import elbo_surgery, log_aggregate_posterior
-from vae_tutorial.amortisation import (
+from vae_tutorial.analysis.aggregate_posterior import elbo_surgery, log_aggregate_posterior
+from vae_tutorial.analysis.amortisation import (
     gaussian_elbo,
     inference_gaps,
     mixture_iwae_bound,
     optimal_gaussian,
 )
 from vae_tutorial.check import _exact_posterior_vae
-from vae_tutorial.gradient_snr import iwae_gradient_snr
+from vae_tutorial.analysis.gradient_snr import iwae_gradient_snr
 
 
 def _x(b=5, seed=3):

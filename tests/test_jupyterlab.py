@@ -39,7 +39,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from vae_tutorial.notebook import SOLUTION_TITLE
+from vae_tutorial.display.notebook import SOLUTION_TITLE
 
 pytestmark = pytest.mark.browser
 

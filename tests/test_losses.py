@@ -1,4 +1,4 @@
-"""vae_tutorial.losses: KL terms, reparameterisation, log-likelihoods, ELBO and IWAE bounds."""
+"""vae_tutorial.maths.losses: KL terms, reparameterisation, log-likelihoods, ELBO and IWAE bounds."""
 import math
 
 import pytest
@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import vae_tutorial as vt
 from vae_tutorial import losses
-from vae_tutorial.ppca import LinearGaussian
+from vae_tutorial.maths.ppca import LinearGaussian
 
 D = torch.distributions
 FAST = settings(max_examples=40, deadline=None, database=None)

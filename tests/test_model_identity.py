@@ -11,11 +11,11 @@ import pytest
 import torch
 
 import vae_tutorial as vt
-from vae_tutorial.autoregressive import PixelCNNDecoder, PixelVAE
-from vae_tutorial.diffusion import DiffusionModel
+from vae_tutorial.models.autoregressive import PixelCNNDecoder, PixelVAE
+from vae_tutorial.models.diffusion import DiffusionModel
 from vae_tutorial.errors import ResumeMismatchError
-from vae_tutorial.hierarchical import HierarchicalVAE
-from vae_tutorial.identity import identity_differences, model_identity
+from vae_tutorial.models.hierarchical import HierarchicalVAE
+from vae_tutorial.training.identity import identity_differences, model_identity
 
 SMALL = (1, 8, 8)
 

@@ -1,4 +1,4 @@
-"""vae_tutorial.models: shapes, likelihood options, dtype handling, sampling and means."""
+"""vae_tutorial.models.vae: shapes, likelihood options, dtype handling, sampling and means."""
 import pytest
 import torch
 
@@ -63,7 +63,7 @@ def test_vae_forward_decode_and_log_likelihood(likelihood):
         assert params.shape == x.shape
     ll = model.log_likelihood(x, params)
     assert ll.shape == (4,) and torch.isfinite(ll).all()
-    # each option is the matching function of vae_tutorial.losses
+    # each option is the matching function of vae_tutorial.maths.losses
     expected = {"bernoulli": lambda: vt.bernoulli_log_likelihood(params, x),
                 "continuous_bernoulli": lambda: vt.continuous_bernoulli_log_likelihood(params, x),
                 "gaussian": lambda: vt.gaussian_log_likelihood(x, *params),

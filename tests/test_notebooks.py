@@ -188,8 +188,8 @@ def test_no_cell_needs_a_name_that_only_a_skipped_solution_defines(path):
 # (t0, t_train, train_s, time_ratio, seconds, elapsed, ...) count as timings whatever their
 # source: a glued or loaded time is no more deterministic than a measured one.
 
-_CLOCK_MODULES = {"time", "timeit", "vae_tutorial.timing"}
-# functions of those modules that return a time or a speed (vae_tutorial.timing's
+_CLOCK_MODULES = {"time", "timeit", "vae_tutorial.training.timing"}
+# functions of those modules that return a time or a speed (vae_tutorial.training.timing's
 # training_step_flops counts operations: deterministic, not a timing)
 _CLOCK_FUNCTIONS = {"time", "time_ns", "perf_counter", "perf_counter_ns", "process_time",
                     "process_time_ns", "monotonic", "monotonic_ns", "thread_time", "thread_time_ns",
@@ -403,7 +403,7 @@ def test_no_chapter_asserts_on_a_timing(path):
     found = _TimingTaint([c.source for c in nb.cells if c.cell_type == "code"]).timing_asserts()
     assert not found, (f"{path.name} asserts on a timing (or on a value computed from one), which "
                        "fails on a loaded or different machine; compare counted work "
-                       "(vae_tutorial.timing.training_step_flops), or print the time without "
+                       "(vae_tutorial.training.timing.training_step_flops), or print the time without "
                        "asserting on it:\n  " + "\n  ".join(found))
 
 
@@ -473,7 +473,7 @@ _TIMED_SOURCES = {
         assert history["valid_elbo"][-1] > -300
     """),
     "throughput in a list": _cells("""
-        from vae_tutorial.timing import training_throughput
+        from vae_tutorial.training.timing import training_throughput
         rows = []
         rows.append((1, training_throughput(m, x)))
         assert all(r[1] > 0 for r in rows)
@@ -512,7 +512,7 @@ def test_timing_assert_check_accepts_counted_and_unrelated_values():
     sources = _cells(
         """
         import time
-        from vae_tutorial.timing import training_step_flops, training_throughput
+        from vae_tutorial.training.timing import training_step_flops, training_throughput
         """,
         """
         flops = {k: training_step_flops(make(k), x) for k in "ab"}

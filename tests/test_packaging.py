@@ -74,8 +74,12 @@ def test_package_metadata():
         assert not [r for r in extras[extra] if r.startswith("torch")], f"the {extra} extra must not touch torch"
     assert any(r.startswith("myst-nb") for r in extras["book"])
     assert any(r.startswith("jupyter-book") and "<2" in r for r in extras["docs"])
-    assert PYPROJECT["tool"]["setuptools"]["package-data"]["vae_tutorial"] == ["explorer.js"]
-    assert (ROOT / "vae_tutorial" / "explorer.js").is_file()
+    assert PYPROJECT["tool"]["setuptools"]["package-data"]["vae_tutorial.display"] == ["explorer.js"]
+    assert (ROOT / "vae_tutorial" / "display" / "explorer.js").is_file()
+    # every sub-package is installed: a missing one imports from a checkout but not from a wheel
+    subpackages = sorted(str(p.parent.relative_to(ROOT)).replace("/", ".")
+                         for p in (ROOT / "vae_tutorial").glob("*/__init__.py"))
+    assert sorted(PYPROJECT["tool"]["setuptools"]["packages"]) == sorted(["vae_tutorial", *subpackages])
 
 
 # What each module the chapters import is installed by: the package's dependencies or its

@@ -1,4 +1,4 @@
-"""The pictures of ``vae_tutorial.plots`` show what they claim: the right images, points and curves."""
+"""The pictures of ``vae_tutorial.display.plots`` show what they claim: the right images, points and curves."""
 import math
 
 import matplotlib
@@ -13,7 +13,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from vae_tutorial import VAE, Autoencoder, ConditionalVAE, History, MLPDecoder, MLPEncoder  # noqa: E402
 from vae_tutorial import plots  # noqa: E402
-from vae_tutorial.plots import image_grid, interpolate_latents, lerp, slerp  # noqa: E402
+from vae_tutorial.display.plots import image_grid, interpolate_latents, lerp, slerp  # noqa: E402
 
 SIDE = 8  # 8×8 images keep every test fast
 

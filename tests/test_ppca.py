@@ -6,7 +6,7 @@ import torch
 from torch.distributions import MultivariateNormal, Normal
 
 from vae_tutorial import kl_standard_normal
-from vae_tutorial.ppca import LinearGaussian
+from vae_tutorial.maths.ppca import LinearGaussian
 
 D, Z = 6, 3
 

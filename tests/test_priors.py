@@ -5,9 +5,9 @@ import pytest
 import torch
 
 import vae_tutorial as vt
-from vae_tutorial.aggregate_posterior import elbo_surgery
+from vae_tutorial.analysis.aggregate_posterior import elbo_surgery
 from vae_tutorial.errors import ArgumentError
-from vae_tutorial.priors import VampPriorVAE, log_mixture_density
+from vae_tutorial.models.priors import VampPriorVAE, log_mixture_density
 
 
 def _model(k=5, seed=0):

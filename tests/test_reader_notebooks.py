@@ -677,7 +677,7 @@ def _explorer():
     import torch
 
     from vae_tutorial import VAE, MLPDecoder, MLPEncoder
-    from vae_tutorial.widgets import latent_explorer
+    from vae_tutorial.display.widgets import latent_explorer
 
     torch.manual_seed(0)
     return latent_explorer(VAE(MLPEncoder((1, 4, 4), [8], 2), MLPDecoder(2, [8], (1, 4, 4))))

@@ -22,7 +22,7 @@ import vae_tutorial as vt
 from vae_tutorial import aggregate_posterior as ap
 from vae_tutorial import amortisation as am
 from vae_tutorial import check, compare, compression, gradient_snr, plots
-from vae_tutorial.autoregressive import PixelCNNDecoder, PixelVAE
+from vae_tutorial.models.autoregressive import PixelCNNDecoder, PixelVAE
 from vae_tutorial.errors import (
     ArgumentError,
     ArgumentTypeError,
@@ -420,7 +420,7 @@ def test_W50_a_check_survives_student_code_that_calls_sys_exit():
 # ----------------------------------------------------------------------------- PPCA
 
 def test_ppca_refuses_non_finite_parameters_and_data():
-    from vae_tutorial.ppca import LinearGaussian
+    from vae_tutorial.maths.ppca import LinearGaussian
 
     w = torch.eye(4, 2, dtype=torch.float64)
     bad = w.clone()

@@ -23,8 +23,8 @@ import torch
 
 from vae_tutorial import cli
 from vae_tutorial.errors import ArgumentError
-from vae_tutorial.files import FileWriteError, atomic_write
-from vae_tutorial.train import load_checkpoint, save_checkpoint
+from vae_tutorial.training.files import FileWriteError, atomic_write
+from vae_tutorial.training.train import load_checkpoint, save_checkpoint
 
 TINY = ["--hidden", "16", "--latent-dim", "2", "--subset", "128", "--test-images", "32", "--device", "cpu"]
 ROOT = Path(__file__).resolve().parents[1]

@@ -2,7 +2,7 @@
 
 A chapter's solutions are sphinx-exercise directives in its Markdown cells: the code cells
 between a ```{solution-start} and its ```{solution-end} are the solution's code. Each must be
-marked by tools/nbconventions.py: first line ``# @title Solution`` (vae_tutorial.notebook
+marked by tools/nbconventions.py: first line ``# @title Solution`` (vae_tutorial.display.notebook
 skips the cell unless asked to run it), collapsed in JupyterLab (``jupyter.source_hidden``)
 and in Colab (``cellView: form``).
 

@@ -1,11 +1,11 @@
-"""vae_tutorial.timing: the operation count of a training step (no timing asserts here)."""
+"""vae_tutorial.training.timing: the operation count of a training step (no timing asserts here)."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 import vae_tutorial as vt
-from vae_tutorial.timing import training_step_flops
+from vae_tutorial.training.timing import training_step_flops
 
 D, H, Z = 784, 40, 3
 

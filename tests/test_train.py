@@ -1,4 +1,4 @@
-"""vae_tutorial.train: learning, determinism, checkpoints and resume, failure modes, options."""
+"""vae_tutorial.training.train: learning, determinism, checkpoints and resume, failure modes, options."""
 import math
 import os
 import pickle
@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import vae_tutorial as vt
-from vae_tutorial.data import ImageDataset
+from vae_tutorial.training.data import ImageDataset
 from vae_tutorial.errors import DataError
-from vae_tutorial.train import NonFiniteLossError, load_checkpoint, save_checkpoint
+from vae_tutorial.training.train import NonFiniteLossError, load_checkpoint, save_checkpoint
 
 SHAPE = (1, 8, 8)
 FIT = dict(device="cpu", progress=False)
@@ -233,7 +233,7 @@ def test_beta_schedule_is_applied_per_step(small):
 
 def test_learning_rate_schedule_is_applied_per_step_and_resumes_exactly(small, tmp_path):
     from vae_tutorial.errors import ArgumentError, ArgumentTypeError, ResumeMismatchError
-    from vae_tutorial.train import exponential_decay
+    from vae_tutorial.training.train import exponential_decay
 
     s = exponential_decay(1e-2, half_life=2.0, floor=1e-3)
     assert [s(t) for t in (0, 2, 4)] == pytest.approx([1e-2, 5e-3, 2.5e-3]) and s(100) == 1e-3
@@ -291,7 +291,7 @@ def test_free_bits_changes_the_loss(small):
 @pytest.mark.parametrize("kind", ["diffusion", "autoencoder", "elbo_fn"])
 def test_free_bits_without_a_per_dimension_kl_is_an_error(small, kind):
     # Before the fix free_bits was silently ignored for these models: training ran the plain ELBO.
-    from vae_tutorial.diffusion import DiffusionModel
+    from vae_tutorial.models.diffusion import DiffusionModel
     from vae_tutorial.errors import ArgumentError
 
     torch.manual_seed(0)

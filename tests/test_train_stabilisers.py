@@ -15,7 +15,7 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 import vae_tutorial as vt
 from vae_tutorial.errors import ArgumentError, ArgumentTypeError, ResumeMismatchError
-from vae_tutorial.train import NonFiniteLossError, load_checkpoint, save_checkpoint
+from vae_tutorial.training.train import NonFiniteLossError, load_checkpoint, save_checkpoint
 
 SMALL = (1, 8, 8)
 

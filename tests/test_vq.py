@@ -1,4 +1,4 @@
-"""vae_tutorial.vq: nearest codes by brute force, straight-through and loss gradients by autograd, the code prior."""
+"""vae_tutorial.models.vq: nearest codes by brute force, straight-through and loss gradients by autograd, the code prior."""
 import itertools
 import math
 
@@ -6,9 +6,9 @@ import pytest
 import scipy.stats
 import torch
 
-from vae_tutorial.discrete import chi_square_statistic
+from vae_tutorial.maths.discrete import chi_square_statistic
 from vae_tutorial.errors import ArgumentError, ArgumentTypeError
-from vae_tutorial.vq import (
+from vae_tutorial.models.vq import (
     VQVAE,
     CodePrior,
     VectorQuantizer,

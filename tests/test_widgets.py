@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from vae_tutorial import VAE, ConditionalVAE, MLPDecoder, MLPEncoder
-from vae_tutorial.widgets import decode_to_png, latent_explorer
+from vae_tutorial.display.widgets import decode_to_png, latent_explorer
 
 SIDE = 8
 
@@ -149,7 +149,7 @@ def test_displayed_explorer_carries_a_live_widget_and_its_html():
 
 
 def test_embedded_weights_and_check_values_reproduce_the_decoder():
-    from vae_tutorial.widgets import HTML_TOLERANCE, _decoder_layers, _numpy_decode, explorer_html
+    from vae_tutorial.display.widgets import HTML_TOLERANCE, _decoder_layers, _numpy_decode, explorer_html
     model = tiny_vae()
     z = torch.tensor([0.3, -0.7, 1.1])
     spec = _spec(explorer_html(model, z, scale=2))
@@ -177,7 +177,7 @@ def test_embedded_weights_and_check_values_reproduce_the_decoder():
 
 
 def test_weights_float16_cannot_carry_are_sent_as_float32():
-    from vae_tutorial.widgets import explorer_html
+    from vae_tutorial.display.widgets import explorer_html
     model = tiny_vae()
     with torch.no_grad():
         model.decoder.net[-1].weight.mul_(300.0)  # logits of hundreds: float16 rounding shows
@@ -188,7 +188,7 @@ def test_weights_float16_cannot_carry_are_sent_as_float32():
 
 
 def test_conditional_html_has_the_class_menu_and_names_cannot_close_the_script():
-    from vae_tutorial.widgets import explorer_html
+    from vae_tutorial.display.widgets import explorer_html
     torch.manual_seed(0)
     model = ConditionalVAE(MLPEncoder(SIDE * SIDE + 2, [16], 2), MLPDecoder(2 + 2, [16], (1, SIDE, SIDE)),
                            num_classes=2)
@@ -202,7 +202,7 @@ def test_conditional_html_has_the_class_menu_and_names_cannot_close_the_script()
 
 def test_no_html_for_decoders_the_page_cannot_evaluate():
     from vae_tutorial import ConvDecoder, ConvEncoder
-    from vae_tutorial.widgets import explorer_html
+    from vae_tutorial.display.widgets import explorer_html
     torch.manual_seed(0)
     conv = VAE(ConvEncoder(2), ConvDecoder(2))
     assert explorer_html(conv, torch.zeros(2)) is None

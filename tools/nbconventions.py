@@ -14,7 +14,7 @@ For every chapter notebook (``book/NN_*.ipynb``) this makes sure that
   repository otherwise; pip keeps a torch that is already installed (Colab's);
 * every code cell between a ``{solution-start}`` and its ``{solution-end}`` starts with
   ``# @title Solution`` and is collapsed in JupyterLab (``jupyter.source_hidden``) and Colab
-  (``cellView: form``); ``vae_tutorial.notebook`` skips such cells unless asked to run them.
+  (``cellView: form``); ``vae_tutorial.display.notebook`` skips such cells unless asked to run them.
 
 Notebooks are written with outputs untouched and in nbformat's standard layout, so running
 this twice changes nothing. ``tests/test_notebooks.py`` runs ``--check``.
@@ -32,7 +32,7 @@ import nbformat
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from vae_tutorial.notebook import SOLUTION_TITLE  # noqa: E402
+from vae_tutorial.display.notebook import SOLUTION_TITLE  # noqa: E402
 
 HEADER_START = "> **Run this chapter.**"
 INSTALL_TAG = "install"

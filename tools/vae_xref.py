@@ -1,7 +1,7 @@
 """Sphinx extension: resolve the short cross-references that `vae_tutorial`'s docstrings use.
 
 Docstrings name their neighbours the way a reader of the source does: ``:class:`ConditionalVAE```
-inside :mod:`vae_tutorial.plots` (which imports it), ``:func:`vae_tutorial.fit``` for a top-level
+inside :mod:`vae_tutorial.display.plots` (which imports it), ``:func:`vae_tutorial.fit``` for a top-level
 re-export, ``:meth:`sample``` on a subclass that inherits it. Sphinx only finds objects
 documented under the current module or class, so under ``-n`` these would be broken links.
 

@@ -2,8 +2,11 @@
 
 Notation: encoder ``q_φ(z|x)``, decoder ``p_θ(x|z)``, prior ``p(z) = N(0, I)``.
 """
-from .device import get_device, seed_everything
-from .losses import (
+import importlib
+import sys
+
+from .training.device import get_device, seed_everything
+from .maths.losses import (
     ELBOTerms,
     bernoulli_log_likelihood,
     continuous_bernoulli_log_likelihood,
@@ -16,24 +19,50 @@ from .losses import (
     kl_standard_normal,
     reparameterize,
 )
-from .autoregressive import PixelCNNDecoder, PixelVAE
-from .models import VAE, Autoencoder, ConditionalVAE, ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
-from .train import History, fit, linear_warmup
-from . import autoregressive, check, data, discrete, evaluate, notebook, plots, ppca, vq  # noqa: E402  (submodules as attributes)
-from . import ais, estimators  # noqa: E402  (Part IV: gradient estimators, AIS and BDMC)
-from .ais import ais_log_likelihood, bdmc
-from .data import load_dataset
-from .estimators import check_dreg_surrogate, iwae_surrogate
-from .diffusion import DiffusionModel, diffusion_bound
-from .evaluate import evaluate_model
-from .flows import FlowVAE, check_flow_logdet
-from .hierarchical import HierarchicalVAE
-from .notebook import glue
-from .priors import VampPriorVAE
-from . import flows, priors  # noqa: E402  (submodules as attributes)
-from .vq import VQVAE
+from .models.autoregressive import PixelCNNDecoder, PixelVAE
+from .models.vae import VAE, Autoencoder, ConditionalVAE, ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
+from .training.train import History, fit, linear_warmup
+from . import check  # noqa: E402
+from .training.data import load_dataset
+from .models.diffusion import DiffusionModel, diffusion_bound
+from .evaluation.evaluate import evaluate_model
+from .models.hierarchical import HierarchicalVAE
+from .display.notebook import glue
+
+# Part IV: richer posteriors and priors (ch17), gradient estimators and AIS (ch18), discrete latents (ch19)
+from .evaluation import ais
+from .evaluation.ais import ais_log_likelihood, bdmc
+from .maths import discrete, estimators
+from .maths.estimators import check_dreg_surrogate, iwae_surrogate
+from .models import flows, priors, vq
+from .models.flows import FlowVAE, check_flow_logdet
+from .models.priors import VampPriorVAE
+from .models.vq import VQVAE
+
+# Each module's place in the sub-packages. Until the package was grouped (issue 24) every module
+# sat at the top; their old names stay importable (``vt.losses``, ``vae_tutorial.train``,
+# ``from vae_tutorial.data import binarize``), so code written against them keeps working.
+MODULES = {
+    "losses": "maths.losses", "gradients": "maths.gradients", "ppca": "maths.ppca",
+    "autoregressive": "models.autoregressive", "diffusion": "models.diffusion",
+    "hierarchical": "models.hierarchical",
+    "data": "training.data", "device": "training.device", "distributed": "training.distributed",
+    "files": "training.files", "identity": "training.identity", "timing": "training.timing",
+    "train": "training.train",
+    "compare": "evaluation.compare", "evaluate": "evaluation.evaluate",
+    "aggregate_posterior": "analysis.aggregate_posterior", "amortisation": "analysis.amortisation",
+    "compression": "analysis.compression", "gradient_snr": "analysis.gradient_snr",
+    "notebook": "display.notebook", "plots": "display.plots", "widgets": "display.widgets",
+}
+"""Old top-level module name -> its module under the sub-packages (``models`` is now a sub-package
+that re-exports what the module ``models`` held)."""
+for _old, _new in MODULES.items():
+    globals()[_old] = sys.modules[f"{__name__}.{_old}"] = importlib.import_module(f".{_new}", __name__)
+del _old, _new
 
 __version__ = "0.1.0"
+
+from .display import notebook  # noqa: E402  (also vt.notebook, set above)
 
 notebook.register()  # in IPython: solution cells wait until asked (see notebook.py)
 

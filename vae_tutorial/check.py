@@ -11,7 +11,7 @@ Use it from an exercise cell::
 
 Each check runs your function on random inputs and on edge cases (extreme logits ±50,
 ``log σ²`` far from 0, a batch of one, float64, non-contiguous tensors) and compares
-it with the reference in :mod:`vae_tutorial.losses`. It prints ``PASS``, or ``FAIL``
+it with the reference in :mod:`vae_tutorial.maths.losses`. It prints ``PASS``, or ``FAIL``
 with the first failing input, what was expected, what your function returned and,
 for common mistakes, a hint. It never raises: an exception in your function is
 reported as a failure.
@@ -137,10 +137,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import losses
+from .maths import losses
 from .errors import ArgumentTypeError
-from .models import VAE, MLPDecoder, MLPEncoder
-from .ppca import LinearGaussian
+from .models.vae import VAE, MLPDecoder, MLPEncoder
+from .maths.ppca import LinearGaussian
 
 __all__ = [
     "bernoulli_log_likelihood",
@@ -1515,9 +1515,9 @@ def elbo(student_fn) -> bool:
     are valid estimators of the ELBO but not this one: they fail, with a hint that says so.
     The gradient must reach μ and σ through the sample, and every call must draw new noise.
 
-    ``model`` is a :class:`~vae_tutorial.models.VAE`: use ``model.encode``,
+    ``model`` is a :class:`~vae_tutorial.models.vae.VAE`: use ``model.encode``,
     ``model.decode`` and ``model.log_likelihood``. Returning an
-    :class:`~vae_tutorial.losses.ELBOTerms` is accepted too.
+    :class:`~vae_tutorial.maths.losses.ELBOTerms` is accepted too.
     """
     return _run("elbo", student_fn)
 

@@ -2,7 +2,7 @@
 
 ``python -m vae_tutorial <command>`` (or the ``vae-tutorial`` script) with three commands:
 
-* ``train`` fits a VAE with :func:`~vae_tutorial.train.fit` and writes a *run folder*:
+* ``train`` fits a VAE with :func:`~vae_tutorial.training.train.fit` and writes a *run folder*:
   ``checkpoint.pt`` (weights, optimiser and history, loaded with ``weights_only=True``)
   and ``config.json`` (data set and architecture, enough to rebuild the model);
 * ``evaluate`` prints the test ELBO, the IWAE estimate of ``−log p_θ(x)`` in nats and
@@ -20,12 +20,12 @@ run folder it made (marked by ``.vae_tutorial-run.json``, which also records the
 the ``config.json`` it wrote); it never overwrites or deletes a file it did not write.
 ``evaluate`` and ``sample`` refuse a run whose ``config.json`` was edited after training
 (another likelihood, binarisation or data set would silently change what the checkpoint
-means). Every file is written atomically (:func:`vae_tutorial.files.atomic_write`): a full
+means). Every file is written atomically (:func:`vae_tutorial.training.files.atomic_write`): a full
 disk or a kill leaves the previous file intact and prints one ``error:`` line. SIGTERM stops
 a command as Ctrl-C does.
 
 Under ``torchrun --nproc-per-node W -m vae_tutorial train ...`` the W processes train one run
-data-parallel (:mod:`vae_tutorial.distributed`; ``--batch-size`` is the global batch): rank 0
+data-parallel (:mod:`vae_tutorial.training.distributed`; ``--batch-size`` is the global batch): rank 0
 locks and writes the run folder and prints, the others train silently, and an error in any
 process before training starts ends every process with one ``error:`` line.
 """
@@ -45,14 +45,15 @@ from pathlib import Path
 
 import torch
 
-from . import __version__, distributed
-from .data import BINARIZE_OPTIONS, DATASETS, DatasetError, load_dataset
-from .device import resolve_device
+from . import __version__
+from .training import distributed
+from .training.data import BINARIZE_OPTIONS, DATASETS, DatasetError, load_dataset
+from .training.device import resolve_device
 from .errors import SEED_MAX, RunLockedError, VAETutorialError, check_seed
-from .evaluate import evaluate_model
-from .files import atomic_write
-from .models import LIKELIHOODS, VAE, ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
-from .train import NonFiniteLossError, check_checkpoint, clean_stale_temporaries, fit, linear_warmup, load_checkpoint
+from .evaluation.evaluate import evaluate_model
+from .training.files import atomic_write
+from .models.vae import LIKELIHOODS, VAE, ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
+from .training.train import NonFiniteLossError, check_checkpoint, clean_stale_temporaries, fit, linear_warmup, load_checkpoint
 
 __all__ = ["main", "build_model", "load_run", "CONFIG_FILE", "CHECKPOINT_FILE", "CLIError"]
 
@@ -204,7 +205,7 @@ def _check_config_unchanged(run: Path, config: dict) -> None:
 # ----------------------------------------------------------------------------- models and runs
 
 def build_model(config: dict) -> VAE:
-    """Rebuild the (untrained) :class:`~vae_tutorial.models.VAE` that ``config`` describes.
+    """Rebuild the (untrained) :class:`~vae_tutorial.models.vae.VAE` that ``config`` describes.
 
     ``config`` holds ``model`` (``"mlp"`` or ``"conv"``), ``image_shape`` ``(C, H, W)``,
     ``latent_dim`` ``Z``, ``hidden`` (widths) and ``likelihood``, as written by ``train``.
@@ -482,7 +483,7 @@ def _write_png(path: Path, grid, scale: int) -> None:
 
 
 def cmd_sample(args) -> int:
-    from .plots import image_grid
+    from .display.plots import image_grid
 
     _check_options(args, "seed")
     if args.n < 1 or (args.nrow is not None and args.nrow < 1):

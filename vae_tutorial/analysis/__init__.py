@@ -1,0 +1,3 @@
+"""Analysis: what a trained VAE does: inference gaps, the aggregate posterior, gradient
+signal-to-noise ratios, lossless compression.
+"""
