@@ -27,12 +27,12 @@ BUILTIN = {"ValueError", "TypeError", "IndexError", "KeyError", "RuntimeError", 
 
 def test_the_package_raises_no_bare_builtin_error():
     found = []
-    for path in sorted(PACKAGE.glob("*.py")):
+    for path in sorted(PACKAGE.rglob("*.py")):  # the sub-packages too
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Raise) and node.exc is not None:
                 exc = node.exc.func if isinstance(node.exc, ast.Call) else node.exc
                 if isinstance(exc, ast.Name) and exc.id in BUILTIN:
-                    found.append(f"{path.name}:{node.lineno} raise {exc.id}")
+                    found.append(f"{path.relative_to(PACKAGE)}:{node.lineno} raise {exc.id}")
     assert not found, ("raise an error of vae_tutorial.errors (ArgumentError, ArgumentTypeError, DataError, "
                        "...) instead: " + "; ".join(found))
 
