@@ -16,13 +16,15 @@ identity, so by the matrix determinant lemma
     log |det ∂f/∂z| = log |1 + ûᵀψ(z)|,
 
 an ``O(Z)`` computation instead of ``O(Z³)``. ``f`` is invertible if and only if
-``wᵀû ≥ −1`` (along ``w`` the map is ``a ↦ a + wᵀû h(a + b)``, increasing exactly when
-``1 + wᵀû h' > 0`` for all ``h' ∈ (0, 1]``). The free parameter ``u`` is therefore mapped to
+``wᵀû ≥ −1`` (along ``w`` the map is ``a ↦ a + wᵀû h(a)`` with ``a = wᵀz + b``, whose
+derivative ``1 + wᵀû h'(a)``, ``h' ∈ (0, 1]``, is positive for every ``a`` when
+``wᵀû > −1`` and vanishes only at ``a = 0`` when ``wᵀû = −1``). The free parameter ``u`` is
+therefore mapped to
 
     û = u + [m(wᵀu) − wᵀu] w / ‖w‖²,     m(a) = −1 + softplus(a),
 
 which gives ``wᵀû = m(wᵀu) > −1``. Without it a learned map can fold the space, and the
-density formula above is then wrong (two ``z_0`` land on one ``z_K``).
+density formula above is then wrong (up to three ``z_0`` land on one ``z_K``).
 
 Shapes: ``B`` examples, ``Z`` latent dims, ``K`` flow layers.
 """
