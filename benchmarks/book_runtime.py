@@ -17,9 +17,10 @@ starts, unless ``--allow-load``, and a result measured under such a load says so
 (``loaded``). Our own kernels add up to ``--jobs`` to the load after the run.
 
 ``--from-cache DIR`` executes nothing: it reads the execution times that the book build's
-execution cache (``tools/exec_cache.py``, ``_build/.jupyter_cache``) recorded for the
-chapters as they are now, which ran exactly as above (a fresh kernel each, one thread, two at
-a time). The load during that build was not recorded, so such a result judges no target.
+execution cache (``_build/.jupyter_cache``) recorded for the chapters as they are now, each run
+in a fresh kernel on one thread; ``--jobs`` then states how many the build ran at a time
+(``tools/exec_cache.py`` runs two, myst-nb one). The load during that build was not recorded,
+so such a result judges no target.
 
 Target on a 2-core CPU: the whole book in at most 15 minutes on one thread.
 """
@@ -86,7 +87,7 @@ def main(argv=None) -> int:
         os.environ[var] = "1"
     cores = os.cpu_count() or 1
     if args.from_cache:
-        return from_cache(Path(args.from_cache), args.out)
+        return from_cache(Path(args.from_cache), args.out, args.jobs)
     before = load_average()
     if refuse_loaded(before, allow=args.allow_load):
         return 2
@@ -127,7 +128,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def from_cache(folder: Path, out: str) -> int:
+def from_cache(folder: Path, out: str, jobs: int) -> int:
     """Write the result from the execution times the build's cache holds for today's chapters."""
     import nbformat
     from jupyter_cache import get_cache
@@ -147,7 +148,7 @@ def from_cache(folder: Path, out: str) -> int:
         times[nb_path.stem] = round(float(seconds), 1)
     total = sum(times.values())
     result = {"machine": describe(), "source": f"execution cache of the book build ({folder.name})",
-              "chapters": times, "total_seconds": round(total, 1), "jobs": 2, "threads_per_kernel": 1,
+              "chapters": times, "total_seconds": round(total, 1), "jobs": jobs, "threads_per_kernel": 1,
               "failed": {}, "not_run": not_run, "complete": not not_run,
               "target_minutes_cpu": TARGET_CPU_MINUTES}
     print(f"{len(times)} chapters, {total / 60:.1f} min on one thread"

@@ -3,7 +3,7 @@
 A normalising flow pushes a sample ``z_0 ~ q_0(z|x)`` (the encoder's diagonal Gaussian)
 through invertible maps ``z_k = f_k(z_{k-1})``, ``k = 1..K``. By the change of variables,
 
-    log q_K(z_K|x) = log q_0(z_0|x) − Σ_k log |det ∂f_k/∂z_{k−1}|,
+    log q_K(z_K|x) = log q_0(z_0|x) − Σ_k log abs(det ∂f_k/∂z_{k−1}),
 
 so the density of the final sample is known without ever inverting a map. A *planar* map
 (Rezende & Mohamed 2015) is
@@ -13,7 +13,7 @@ so the density of the final sample is known without ever inverting a map. A *pla
 whose Jacobian ``I + û ψ(z)ᵀ`` with ``ψ(z) = h'(wᵀz + b) w`` is a rank-one update of the
 identity, so by the matrix determinant lemma
 
-    log |det ∂f/∂z| = log |1 + ûᵀψ(z)|,
+    log abs(det ∂f/∂z) = log abs(1 + ûᵀψ(z)),
 
 an ``O(Z)`` computation instead of ``O(Z³)``. ``f`` is invertible if and only if
 ``wᵀû ≥ −1`` (along ``w`` the map is ``a ↦ a + wᵀû h(a)`` with ``a = wᵀz + b``, whose
