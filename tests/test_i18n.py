@@ -807,6 +807,41 @@ def test_chinese_pages_show_no_english_words():
                                 for page, words in found.items())
 
 
+THEME_STRINGS = ("Toggle primary sidebar", "Toggle secondary sidebar", "Source repositories",
+                 "Launch interactive content", "Print to PDF", "Link to this heading",
+                 "Link to this definition", "Download the notebook (for Jupyter)")
+"""Tooltips the theme and Sphinx write in English or through the theme's own zh catalog."""
+
+
+def test_theme_attributes_are_translated_from_the_catalogs():
+    sys.path.insert(0, str(ROOT / "tools"))
+    import theme_strings
+
+    catalog = theme_strings.translations(ROOT, ["locales/"], LANGUAGE)
+    page = ('<button class="x" title="Toggle primary sidebar" data-bs-toggle="tooltip">'
+            '<a aria-label="Print to PDF" title="Print to PDF">.pdf</a><p title="Toggle">'
+            '<input placeholder="Search this book..."><p>Toggle primary sidebar</p>')
+    out = theme_strings.translate_attributes(page, catalog)
+    assert 'title="切换主侧边栏"' in out and 'aria-label="打印为 PDF"' in out  # not 列印成 PDF
+    assert 'placeholder="搜索本书……"' in out
+    assert 'title="Toggle"' in out and "<p>Toggle primary sidebar</p>" in out  # text is not touched
+    for msgid in THEME_STRINGS:
+        assert catalog.gettext(msgid) != msgid, f"{msgid!r} has no translation in sphinx.po or booktheme.po"
+
+
+def test_built_chinese_pages_have_no_english_theme_tooltips():
+    html = ROOT / "_build" / "html" / LANGUAGE.split("_")[0]
+    if not (html / "book" / "intro.html").is_file():
+        if REQUIRE:
+            pytest.fail(f"no Chinese build in {html}: run python tools/build_books.py zh")
+        pytest.skip("no Chinese build (python tools/build_books.py zh)")
+    found = set()
+    for page in html.rglob("book/*.html"):
+        text = page.read_text(encoding="utf-8")
+        found |= {f"{page.name}: {s}" for s in THEME_STRINGS if f'="{s}"' in text}
+    assert not found, sorted(found)[:10]
+
+
 if __name__ == "__main__":  # python tests/test_i18n.py: the count per page, for a report
     counts = english_words_per_page(ROOT / "_build" / "html" / "zh")
     for page, words in counts.items():
