@@ -639,3 +639,24 @@ def figure_cells_with_wrong_image_count(nb) -> list[str]:
             if images != 1:
                 bad.append(f"cell {cell.get('id')}: {images} images")
     return bad
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_figure_cells_carry_alt_text_where_myst_nb_reads_it(path):
+    """myst-nb 1.x reads a figure's caption and its image's alt text under the cell's ``mystnb``
+    key; ``image``/``figure`` at the top of the metadata are ignored without a warning, and the
+    image's alt text is then its file path (chapters 17 and 19 were written so)."""
+    nb = nbformat.read(path, as_version=4)
+    problems = []
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        misplaced = sorted({"image", "figure"} & set(cell.metadata))
+        if misplaced:
+            problems.append(f"cell {i}: {misplaced} at the top of the metadata, not under 'mystnb'")
+        mystnb = cell.metadata.get("mystnb", {})
+        if "figure" in mystnb:
+            alt = mystnb.get("image", {}).get("alt", "")
+            if len(alt.split()) < 8:
+                problems.append(f"cell {i}: figure {mystnb['figure'].get('name')} has no real alt text")
+    assert not problems, "; ".join(problems)
