@@ -752,6 +752,12 @@ ENGLISH_ALLOWED = {
     "not", "measured",
 }
 # words of these shapes are labels, not English: errata E1–E14, numbers such as 1e-12
+ENGLISH_ALLOWED |= {
+    # Part IV: people cited, and the names of methods and distributions kept as names
+    "Tomczak", "Roeder", "Tucker", "Bornschein", "Bengio", "Neal", "Wu", "Jang", "Maddison",
+    "VampPrior", "STL", "DReG", "RWS", "AIS", "BDMC", "HMC", "Metropolis", "Gumbel", "Gumbel-max",
+    "Gumbel-softmax", "Concrete", "VQ-VAE", "IAF", "MADE", "sg",
+}
 ENGLISH_ALLOWED_PATTERN = re.compile(r"E\d+|e-\d+")
 
 
