@@ -284,7 +284,7 @@ def ais_log_likelihood(model, x: Tensor, *, chains: int = 8, steps: int = 100, l
     and rises towards it as they grow. The model is put in eval mode and restored.
 
     Returns:
-        A dict: ``"log_px"`` ``(B,)`` the estimate, ``"log_weights"`` ``(C, B)`` every chain's
+        A dict with ``"log_px"`` ``(B,)`` the estimate, ``"log_weights"`` ``(C, B)`` every chain's
         ``log W``, ``"acceptance"`` the mean HMC acceptance rate.
     """
     x, chains, steps, leapfrog = _prepare(model, x, "ais_log_likelihood", chains, steps, leapfrog)

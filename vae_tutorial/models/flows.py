@@ -47,7 +47,7 @@ from ..errors import (
 from ..maths.losses import ELBOTerms, _chunk_size, gaussian_log_likelihood, reparameterize
 from .vae import VAE, _mlp_parameters
 
-__all__ = ["FlowVAE", "PlanarFlow", "check_flow_logdet", "planar_log_det", "planar_transform",
+__all__ = ["FlowCheckError", "FlowVAE", "PlanarFlow", "check_flow_logdet", "planar_log_det", "planar_transform",
            "planar_u_hat"]
 
 _EPS = 1e-12  # keeps ‖w‖² away from 0 (a zero w makes the map the identity, whatever û is)
