@@ -117,6 +117,18 @@ def test_a_failing_notebook_is_not_cached(tmp_path, capsys):
     assert get_cache(str(exec_cache.cache_dir(tmp_path))).list_cache_records() == []
 
 
+def test_new_benchmark_results_change_the_stamp(tmp_path):
+    """The Results page reads benchmarks/results: an incremental build after a benchmark run
+    showed the old numbers until the stamp covered those files."""
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    result = tmp_path / "benchmarks" / "results" / "quality.json"
+    result.write_text('{"rows": [1]}')
+    before = exec_cache.environment(tmp_path)
+    assert exec_cache.environment(tmp_path) == before
+    result.write_text('{"rows": [2]}')
+    assert exec_cache.environment(tmp_path)["benchmark_results_sha256"] != before["benchmark_results_sha256"]
+
+
 def test_the_environment_stamp_covers_the_package_and_libraries():
     env = exec_cache.environment()
     assert len(env["vae_tutorial_sha256"]) == 64

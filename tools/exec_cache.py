@@ -13,7 +13,8 @@ share between the English and the Chinese build, and between a build and the nex
   carries a stamp of the environment: a hash of the ``vae_tutorial`` package that the
   kernels import (every file of it), and the versions of Python, PyTorch and the other
   libraries a chapter's numbers depend on, plus ``$VAE_TUTORIAL_DEVICE``, ``$CI`` and
-  ``$TQDM_DISABLE`` (which decide whether progress bars are drawn). When the stamp
+  ``$TQDM_DISABLE`` (which decide whether progress bars are drawn), and a hash of
+  ``benchmarks/results/*.json``, which the Results page reads. When the stamp
   differs, the whole cache is emptied before the build reads it. So a change to the
   package re-executes every chapter, and a change to a chapter re-executes that chapter.
 
@@ -60,7 +61,18 @@ def _package_dir() -> Path:
     return Path(list(spec.submodule_search_locations)[0])
 
 
-def environment() -> dict:
+RESULTS = Path("benchmarks") / "results"  # what the Results page reads, relative to the root
+
+
+def _results_sha256(root: Path = ROOT) -> str:
+    """A hash of the benchmark results the Results page shows (new results: new outputs)."""
+    digest = hashlib.sha256()
+    for path in sorted((Path(root) / RESULTS).glob("*.json")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def environment(root: Path = ROOT) -> dict:
     """What, besides a notebook's code, decides its outputs (see the module docstring)."""
     digest = hashlib.sha256()
     package = _package_dir()
@@ -76,6 +88,7 @@ def environment() -> dict:
             versions[name] = None
     return {
         "vae_tutorial_sha256": digest.hexdigest(),
+        "benchmark_results_sha256": _results_sha256(root),
         "python": sys.version.split()[0],
         "versions": versions,
         # the device, and whether progress bars are drawn (they are outputs too)
@@ -86,7 +99,7 @@ def environment() -> dict:
 def ensure_fresh(path: Path) -> bool:
     """Empty the cache at ``path`` unless it was filled in this environment; True if kept."""
     stamp = path / STAMP
-    now = environment()
+    now = environment(Path(path).resolve().parents[1])  # the book root of _build/.jupyter_cache
     try:
         kept = json.loads(stamp.read_text(encoding="utf-8")) == now
     except (OSError, ValueError):
