@@ -69,11 +69,11 @@ def test_one_execution_serves_both_builds_until_the_package_changes(tmp_path, mo
     saved = nbformat.read(tmp_path / "_build" / "en" / "jupyter_execute" / "page.ipynb", as_version=4)
     assert saved.cells[1].outputs[0]["text"].strip() == "value 42"
     stamp = json.loads((tmp_path / "_build" / ".jupyter_cache" / exec_cache.STAMP).read_text())
-    assert stamp == exec_cache.environment()
+    assert stamp == exec_cache.environment(tmp_path)
 
     # another vae_tutorial (or library version): the cache is emptied and the page runs again
-    changed = dict(exec_cache.environment(), vae_tutorial_sha256="0" * 64)
-    monkeypatch.setattr(exec_cache, "environment", lambda: changed)
+    changed = dict(exec_cache.environment(tmp_path), vae_tutorial_sha256="0" * 64)
+    monkeypatch.setattr(exec_cache, "environment", lambda root=None: changed)
     _build(tmp_path, "_build/en")
     assert _runs(tmp_path) == 2
     _build(tmp_path, "_build/en")
@@ -90,8 +90,8 @@ def test_a_rebuild_after_the_package_changed_shows_the_new_outputs(tmp_path, mon
     assert "value first" in _build(tmp_path, "_build/en", fresh=False)
 
     (tmp_path / "value.txt").write_text("second")
-    changed = dict(exec_cache.environment(), vae_tutorial_sha256="0" * 64)
-    monkeypatch.setattr(exec_cache, "environment", lambda: changed)
+    changed = dict(exec_cache.environment(tmp_path), vae_tutorial_sha256="0" * 64)
+    monkeypatch.setattr(exec_cache, "environment", lambda root=None: changed)
     assert list(exec_cache.prefill([nb], jobs=1, root=tmp_path)) == ["page"]
     page = _build(tmp_path, "_build/en", fresh=False)
     assert "value second" in page and "value first" not in page
