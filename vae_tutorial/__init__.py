@@ -3,6 +3,8 @@
 Notation: encoder ``q_φ(z|x)``, decoder ``p_θ(x|z)``, prior ``p(z) = N(0, I)``.
 """
 import importlib
+import importlib.abc
+import importlib.util
 import sys
 
 from .training.device import get_device, seed_everything
@@ -56,9 +58,30 @@ MODULES = {
 }
 """Old top-level module name -> its module under the sub-packages (``models`` is now a sub-package
 that re-exports what the module ``models`` held)."""
-for _old, _new in MODULES.items():
-    globals()[_old] = sys.modules[f"{__name__}.{_old}"] = importlib.import_module(f".{_new}", __name__)
-del _old, _new
+
+
+class _OldModuleNames(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """``import vae_tutorial.train`` (an old name) gives the module it names now, imported on
+    first use: ``import vae_tutorial`` stays as quick as before (ipywidgets only with widgets)."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        package, _, old = fullname.rpartition(".")
+        return importlib.util.spec_from_loader(fullname, self) if package == __name__ and old in MODULES else None
+
+    def create_module(self, spec):
+        return importlib.import_module(f"{__name__}.{MODULES[spec.name.rpartition('.')[2]]}")
+
+    def exec_module(self, module):
+        pass  # already executed under its new name
+
+
+sys.meta_path.append(_OldModuleNames())
+
+
+def __getattr__(name):  # vt.train, vt.widgets, ...: the old names as attributes, on first use
+    if name in MODULES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __version__ = "0.1.0"
 
