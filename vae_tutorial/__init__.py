@@ -64,15 +64,22 @@ class _OldModuleNames(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """``import vae_tutorial.train`` (an old name) gives the module it names now, imported on
     first use: ``import vae_tutorial`` stays as quick as before (ipywidgets only with widgets)."""
 
+    def __init__(self):
+        self._specs = {}
+
     def find_spec(self, fullname, path=None, target=None):
         package, _, old = fullname.rpartition(".")
         return importlib.util.spec_from_loader(fullname, self) if package == __name__ and old in MODULES else None
 
     def create_module(self, spec):
-        return importlib.import_module(f"{__name__}.{MODULES[spec.name.rpartition('.')[2]]}")
+        module = importlib.import_module(f"{__name__}.{MODULES[spec.name.rpartition('.')[2]]}")
+        self._specs[spec.name] = module.__spec__  # loading overwrites it with the old name's spec
+        return module
 
     def exec_module(self, module):
-        pass  # already executed under its new name
+        # Already executed under its new name. Loading set its __spec__ to the old name's; give it
+        # back, or importlib.reload(vt.widgets) would reload nothing.
+        module.__spec__ = self._specs.pop(module.__spec__.name)
 
 
 sys.meta_path.append(_OldModuleNames())
@@ -81,7 +88,13 @@ sys.meta_path.append(_OldModuleNames())
 def __getattr__(name):  # vt.train, vt.widgets, ...: the old names as attributes, on first use
     if name in MODULES:
         return importlib.import_module(f".{name}", __name__)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from difflib import get_close_matches
+
+    from .errors import NameNotFoundError
+
+    near = get_close_matches(name, [*__all__, *MODULES], n=3)
+    raise NameNotFoundError(f"module {__name__!r} has no attribute {name!r}"
+                            + (f"; did you mean {', '.join(near)}?" if near else ""))
 
 __version__ = "0.1.0"
 

@@ -23,7 +23,7 @@ from torch import Tensor
 
 __all__ = [
     "VAETutorialError", "ArgumentError", "ArgumentTypeError", "DataError", "CheckpointError",
-    "ResumeMismatchError", "DeviceError", "RunLockedError", "DOCUMENTED_ERRORS", "SEED_MAX",
+    "ResumeMismatchError", "DeviceError", "RunLockedError", "NameNotFoundError", "DOCUMENTED_ERRORS", "SEED_MAX",
     "check_int", "check_float", "check_seed", "check_data", "check_model", "unchecked_data",
     "check_unit_interval", "data_checks_enabled", "check_one_latent_vae", "check_tensor",
     "check_memory", "memory_limit",
@@ -64,6 +64,11 @@ class DeviceError(VAETutorialError, ValueError):
 
 class RunLockedError(VAETutorialError, RuntimeError):
     """Another process is writing to the same run folder (command line ``train``)."""
+
+
+class NameNotFoundError(VAETutorialError, AttributeError):
+    """``vt.X`` for a name the package does not have (a typo, or a name from another library);
+    the message suggests the nearest public names. An ``AttributeError``, so ``hasattr`` works."""
 
 
 DOCUMENTED_ERRORS: tuple[type[BaseException], ...] = (VAETutorialError,)
