@@ -611,7 +611,10 @@ def main(argv: list[str] | None = None) -> int:
         message = _user_error(e)
         if message is None or getattr(args, "debug", False):
             raise  # a bug (or --debug): the full traceback
-        print(f"error: {message}", file=sys.stderr)
+        # one write of the whole line: print() writes the text and the newline separately, and
+        # under torchrun the processes share one stderr, where two such lines could interleave
+        sys.stderr.write(f"error: {message}\n")
+        sys.stderr.flush()
         return 1
     finally:
         if previous is not None:
