@@ -908,6 +908,11 @@ def _cjk_problems(v: PageVisit) -> list[str]:
         problems.append("no Chinese text")
     elif not (glyphs["inked"] == 4 and glyphs["distinct"] == 4 and glyphs["tofu"] == 0):
         problems.append(f"Chinese characters drawn as boxes in {glyphs['font']!r}: {glyphs}")
+    # labels that sphinx-togglebutton's JavaScript sets, out of reach of any catalog (custom.js)
+    english = v.page.evaluate("""() => [...document.querySelectorAll('button.toggle-button')]
+        .map(b => b.getAttribute('aria-label') || '').filter(l => /[A-Za-z]/.test(l))""")
+    if english:
+        problems.append(f"toggle buttons labelled in English: {sorted(set(english))}")
     return problems
 
 

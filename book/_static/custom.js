@@ -120,3 +120,18 @@
     });
   });
 })();
+
+/* sphinx-togglebutton labels its buttons "Toggle hidden content" in its own JavaScript, which
+   no translation catalog reaches: the Chinese edition relabels them once they exist (its
+   DOMContentLoaded handler has run by the time this timeout fires). */
+(function () {
+  "use strict";
+  if (!/^zh/i.test(document.documentElement.lang || "")) return;
+  document.addEventListener("DOMContentLoaded", function () {
+    setTimeout(function () {
+      document.querySelectorAll("button.toggle-button[aria-label]").forEach(function (button) {
+        button.setAttribute("aria-label", "显示或隐藏内容");
+      });
+    }, 0);
+  });
+})();
