@@ -190,3 +190,33 @@ def test_conv_model_on_fashion_mnist(tmp_path, capsys, fashion_mnist_present):
     code, _, err = run_cli(capsys, "sample", "--run", run, "--n", "4", "--out", tmp_path / "s.png", "--device", "cpu")
     assert code == 0, err
     assert png_size(tmp_path / "s.png") == (2 * 28 + 1, 2 * 28 + 1)  # default 2×2 grid, scale 1 for 28×28
+
+
+def test_grad_clip_and_skip_threshold_reach_fit_and_the_resume_rule(tmp_path, capsys):
+    args = ["train", "--device", "cpu", "--seed", "5", *SMALL]
+    # a norm no gradient stays under: every update is skipped, and the run says so and stops
+    code, _, err = run_cli(capsys, *args, "--epochs", "1", "--skip-threshold", "1e-12", "--out", tmp_path / "s")
+    assert code == 1 and "every step of epoch 1 was skipped" in err
+    assert not (tmp_path / "s").exists()  # no epoch finished: the folder it created is gone
+    # clipping changes the weights against an unclipped run of the same seed, and is recorded
+    assert run_cli(capsys, *args, "--epochs", "1", "--out", tmp_path / "plain")[0] == 0
+    code, out, err = run_cli(capsys, *args, "--epochs", "1", "--grad-clip", "0.01", "--skip-threshold", "1e9",
+                             "--out", tmp_path / "c")
+    assert code == 0, err
+    assert "skipped 0 steps" in out
+    plain = load_checkpoint(tmp_path / "plain" / cli.CHECKPOINT_FILE)["model"]
+    clipped = load_checkpoint(tmp_path / "c" / cli.CHECKPOINT_FILE)["model"]
+    assert not all(torch.equal(plain[k], clipped[k]) for k in plain)
+    config = json.loads((tmp_path / "c" / cli.CONFIG_FILE).read_text())
+    assert (config["training"]["grad_clip"], config["training"]["skip_threshold"]) == (0.01, 1e9)
+    # resuming with another clip is refused, naming it; the same settings resume
+    code, _, err = run_cli(capsys, *args, "--epochs", "2", "--grad-clip", "0.02", "--skip-threshold", "1e9",
+                           "--out", tmp_path / "c")
+    assert code == 1 and "--grad-clip" in err and "--skip-threshold" not in err.split("different")[1].split(";")[0]
+    code, out, _ = run_cli(capsys, *args, "--epochs", "2", "--grad-clip", "0.01", "--skip-threshold", "1e9",
+                           "--out", tmp_path / "c")
+    assert code == 0 and "resuming" in out
+    for bad in ("0", "-1", "nan", "inf"):
+        code, _, err = run_cli(capsys, *args, "--grad-clip", bad, "--out", tmp_path / "bad")
+        assert code == 1 and "--grad-clip must be a finite gradient norm > 0" in err
+    assert not (tmp_path / "bad").exists()

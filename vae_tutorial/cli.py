@@ -303,6 +303,8 @@ def _fmt(record: dict, epochs: int) -> str:
             f"reconstruction {record['train_reconstruction']:9.3f}  KL {record['train_kl']:7.3f}")
     if "valid_elbo" in record:
         line += f"  test ELBO {record['valid_elbo']:9.3f}"
+    if "skipped_steps" in record:  # --skip-threshold
+        line += f"  skipped {record['skipped_steps']} steps"
     return line + f"  ({record['seconds']:.1f} s)"
 
 
@@ -337,6 +339,9 @@ def cmd_train(args) -> int:
                        f"(got {args.epochs}, {args.batch_size}, {args.lr}, {args.beta})")
     if not (args.warmup >= 0 and math.isfinite(args.warmup)):
         raise CLIError(f"--warmup must be a finite number of epochs >= 0 (0: no warm-up), got {args.warmup}")
+    for flag, value in (("--grad-clip", args.grad_clip), ("--skip-threshold", args.skip_threshold)):
+        if value is not None and not (value > 0 and math.isfinite(value)):
+            raise CLIError(f"{flag} must be a finite gradient norm > 0 (leave it out for none), got {value}")
     if args.subset is not None and not 0 < args.subset:
         raise CLIError(f"--subset must be a positive number of images, got {args.subset}")
     if args.test_images is not None and args.test_images < 0:
@@ -352,7 +357,8 @@ def cmd_train(args) -> int:
         "dataset": train.name, "binarize": binarize, "image_shape": list(train.image_shape),
         "model": args.model, "latent_dim": args.latent_dim, "hidden": hidden, "likelihood": args.likelihood,
         "training": {"epochs": args.epochs, "beta": args.beta, "warmup": args.warmup, "batch_size": args.batch_size,
-                     "lr": args.lr, "seed": args.seed, "train_images": len(train)},
+                     "lr": args.lr, "seed": args.seed, "train_images": len(train),
+                     "grad_clip": args.grad_clip, "skip_threshold": args.skip_threshold},
     }
     torch.manual_seed(args.seed)  # the initial weights
     model = build_model(config)  # refuses sizes that do not fit in memory before allocating them
@@ -397,7 +403,8 @@ def _train_locked(args, out: Path, ckpt: Path, config: dict, model, train, test,
         old = _read_config(out)
         old_training = old.get("training") if isinstance(old.get("training"), dict) else {}
         changed = [k for k in ARCHITECTURE_KEYS if old.get(k) != config[k]]
-        changed += [f"--{k.replace('_', '-')}" for k in ("batch_size", "lr", "seed", "beta", "warmup")
+        changed += [f"--{k.replace('_', '-')}" for k in ("batch_size", "lr", "seed", "beta", "warmup",
+                                                          "grad_clip", "skip_threshold")
                     if old_training.get(k) != config["training"][k]]
         if old_training.get("train_images") != len(train):
             changed.append("number of training images")
@@ -425,7 +432,8 @@ def _train_locked(args, out: Path, ckpt: Path, config: dict, model, train, test,
         # One epoch per call: fit resumes from the checkpoint it wrote, so the numbers
         # are the same as one call with all the epochs, and we can print as we go.
         history = fit(model, train, epochs=epoch, batch_size=args.batch_size, lr=args.lr, beta=beta,
-                      valid=test, device=device, seed=args.seed, progress=sys.stderr.isatty(), checkpoint=ckpt)
+                      valid=test, device=device, seed=args.seed, progress=sys.stderr.isatty(), checkpoint=ckpt,
+                      grad_clip=args.grad_clip, skip_threshold=args.skip_threshold)
         print(_fmt(history.records[-1], args.epochs), flush=True)
     print(f"saved {out / CHECKPOINT_FILE} and {out / CONFIG_FILE} ({time.perf_counter() - t0:.1f} s)\n"
           f"next: python -m vae_tutorial evaluate --run {out}")
@@ -441,7 +449,8 @@ def _train_follower(args, ckpt: Path, model, train, test, device) -> int:
     done = distributed.agree(distributed.world())[0]  # rank 0's epochs so far, once its folder is ready
     for epoch in range(done + 1, args.epochs + 1):
         fit(model, train, epochs=epoch, batch_size=args.batch_size, lr=args.lr, beta=_beta(args),
-            valid=test, device=device, seed=args.seed, progress=False, checkpoint=ckpt)
+            valid=test, device=device, seed=args.seed, progress=False, checkpoint=ckpt,
+            grad_clip=args.grad_clip, skip_threshold=args.skip_threshold)
     return 0
 
 
@@ -546,6 +555,10 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--warmup", type=float, default=0.0, help="KL warm-up: β rises linearly over this many epochs")
     t.add_argument("--batch-size", type=int, default=128, help="mini-batch size (default 128)")
     t.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    t.add_argument("--grad-clip", type=float, default=None,
+                   help="clip the gradient's norm to this value (default: no clipping)")
+    t.add_argument("--skip-threshold", type=float, default=None,
+                   help="skip an update whose gradient norm exceeds this value, as VDVAE does (default: never)")
     t.add_argument("--binarize", default="none", choices=[str(b).lower() for b in BINARIZE_OPTIONS],
                    help="none (grey levels), static (one fixed 0/1 sample) or dynamic (resampled each epoch)")
     t.add_argument("--subset", type=int, default=None, help="train on the first N training images only")
