@@ -117,16 +117,29 @@ def test_a_failing_notebook_is_not_cached(tmp_path, capsys):
     assert get_cache(str(exec_cache.cache_dir(tmp_path))).list_cache_records() == []
 
 
-def test_new_benchmark_results_change_the_stamp(tmp_path):
+def test_new_benchmark_results_execute_again_only_the_pages_that_read_them(tmp_path):
     """The Results page reads benchmarks/results: an incremental build after a benchmark run
-    showed the old numbers until the stamp covered those files."""
-    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
-    result = tmp_path / "benchmarks" / "results" / "quality.json"
-    result.write_text('{"rows": [1]}')
-    before = exec_cache.environment(tmp_path)
-    assert exec_cache.environment(tmp_path) == before
-    result.write_text('{"rows": [2]}')
-    assert exec_cache.environment(tmp_path)["benchmark_results_sha256"] != before["benchmark_results_sha256"]
+    showed the old numbers until a stamp covered those files; the other pages stay cached."""
+    pytest.importorskip("myst_nb")
+    results = tmp_path / "benchmarks" / "results"
+    results.mkdir(parents=True)
+    (results / "quality.json").write_text('{"rows": [1]}')
+    page = _book(tmp_path)
+    reader = tmp_path / "reader.ipynb"  # counts its runs too, and reads the results
+    import nbformat
+
+    nb = nbformat.read(page, as_version=4)
+    nb.cells[1].source = ('from pathlib import Path\nruns = Path("reader-runs.txt")\n'
+                          'runs.write_text(runs.read_text() + "x" if runs.exists() else "x")\n'
+                          'print(Path("benchmarks", "results", "quality.json").read_text())')
+    nbformat.write(nb, reader)
+    assert exec_cache.reads_results(nb) and not exec_cache.reads_results(nbformat.read(page, as_version=4))
+    assert sorted(exec_cache.prefill([page, reader], jobs=1, root=tmp_path)) == ["page", "reader"]
+    assert exec_cache.prefill([page, reader], jobs=1, root=tmp_path) == {}
+    (results / "quality.json").write_text('{"rows": [2]}')
+    assert list(exec_cache.prefill([page, reader], jobs=1, root=tmp_path)) == ["reader"]
+    assert _runs(tmp_path) == 1 and (tmp_path / "reader-runs.txt").read_text() == "xx"
+    assert exec_cache.prefill([page, reader], jobs=1, root=tmp_path) == {}
 
 
 def test_the_environment_stamp_covers_the_package_and_libraries():

@@ -13,10 +13,11 @@ share between the English and the Chinese build, and between a build and the nex
   carries a stamp of the environment: a hash of the ``vae_tutorial`` package that the
   kernels import (every file of it), and the versions of Python, PyTorch and the other
   libraries a chapter's numbers depend on, plus ``$VAE_TUTORIAL_DEVICE``, ``$CI`` and
-  ``$TQDM_DISABLE`` (which decide whether progress bars are drawn), and a hash of
-  ``benchmarks/results/*.json``, which the Results page reads. When the stamp
+  ``$TQDM_DISABLE`` (which decide whether progress bars are drawn). When the stamp
   differs, the whole cache is emptied before the build reads it. So a change to the
   package re-executes every chapter, and a change to a chapter re-executes that chapter.
+  A second stamp hashes ``benchmarks/results/*.json``: new results drop only the pages that
+  read them (the Results page, chapter 5), which run again.
 
 The executed notebooks are also saved where myst-nb saves them, ``_build/jupyter_execute``
 (myst-nb's cache mode saves them without outputs).
@@ -45,6 +46,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CACHE_DIR = Path("_build") / ".jupyter_cache"  # relative to the book's root
 STAMP = "vae_tutorial-environment.json"
+RESULTS_STAMP = "vae_tutorial-results.json"  # the benchmark results that the cached pages read
 # The libraries whose version can change a chapter's printed numbers or figures.
 LIBRARIES = ("torch", "numpy", "scipy", "scikit-learn", "matplotlib", "myst-nb", "ipykernel")
 
@@ -88,7 +90,6 @@ def environment(root: Path = ROOT) -> dict:
             versions[name] = None
     return {
         "vae_tutorial_sha256": digest.hexdigest(),
-        "benchmark_results_sha256": _results_sha256(root),
         "python": sys.version.split()[0],
         "versions": versions,
         # the device, and whether progress bars are drawn (they are outputs too)
@@ -96,20 +97,50 @@ def environment(root: Path = ROOT) -> dict:
     }
 
 
-def ensure_fresh(path: Path) -> bool:
-    """Empty the cache at ``path`` unless it was filled in this environment; True if kept."""
-    stamp = path / STAMP
-    now = environment(Path(path).resolve().parents[1])  # the book root of _build/.jupyter_cache
+def reads_results(nb) -> bool:
+    """Whether a notebook reads ``benchmarks/results`` (its code names the folder ``"benchmarks"``):
+    the Results page, and chapter 5's data-parallel numbers."""
+    return any(cell.cell_type == "code" and '"benchmarks"' in cell.source for cell in nb.cells)
+
+
+def _write_stamp(stamp: Path, value: dict) -> None:
+    tmp = stamp.with_suffix(".tmp")
+    tmp.write_text(json.dumps(value, indent=1, sort_keys=True), encoding="utf-8")
+    tmp.replace(stamp)
+
+
+def _read_stamp(stamp: Path) -> dict | None:
     try:
-        kept = json.loads(stamp.read_text(encoding="utf-8")) == now
+        return json.loads(stamp.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        kept = False
+        return None
+
+
+def ensure_fresh(path: Path) -> bool:
+    """Empty the cache at ``path`` unless it was filled in this environment; True if kept.
+
+    New benchmark results (``benchmarks/results/*.json``) drop only the notebooks that read
+    them (:func:`reads_results`): running a benchmark executes the Results page again, not
+    the whole book.
+    """
+    root = Path(path).resolve().parents[1]  # the book root of _build/.jupyter_cache
+    stamp, results_stamp = path / STAMP, path / RESULTS_STAMP
+    now = environment(root)
+    results_now = {"benchmark_results_sha256": _results_sha256(root)}
+    kept = _read_stamp(stamp) == now
     if not kept:
         shutil.rmtree(path, ignore_errors=True)
         path.mkdir(parents=True, exist_ok=True)
-        tmp = stamp.with_suffix(".tmp")
-        tmp.write_text(json.dumps(now, indent=1, sort_keys=True), encoding="utf-8")
-        tmp.replace(stamp)
+        _write_stamp(stamp, now)
+    elif _read_stamp(results_stamp) != results_now:
+        from jupyter_cache import get_cache
+
+        cache = get_cache(str(path))
+        for record in cache.list_cache_records():
+            if reads_results(cache.get_cache_bundle(record.pk).nb):
+                cache.remove_cache(record.pk)
+    if _read_stamp(results_stamp) != results_now:
+        _write_stamp(results_stamp, results_now)
     return kept
 
 
