@@ -128,18 +128,19 @@ def ensure_fresh(path: Path) -> bool:
     now = environment(root)
     results_now = {"benchmark_results_sha256": _results_sha256(root)}
     kept = _read_stamp(stamp) == now
+    new_results = _read_stamp(results_stamp) != results_now
     if not kept:
         shutil.rmtree(path, ignore_errors=True)
         path.mkdir(parents=True, exist_ok=True)
         _write_stamp(stamp, now)
-    elif _read_stamp(results_stamp) != results_now:
+    elif new_results:
         from jupyter_cache import get_cache
 
         cache = get_cache(str(path))
         for record in cache.list_cache_records():
             if reads_results(cache.get_cache_bundle(record.pk).nb):
                 cache.remove_cache(record.pk)
-    if _read_stamp(results_stamp) != results_now:
+    if new_results or not kept:
         _write_stamp(results_stamp, results_now)
     return kept
 
